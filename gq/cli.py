@@ -1,0 +1,189 @@
+"""The `gq` command line: a thin layer over gq.Queue.
+
+Bad input exits non-zero with one clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import orjson
+
+from gq.errors import GQError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _open(args):
+    import gq
+    return gq.Queue(args.data)
+
+
+def _print_json(value) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _parse_json(text: str, what: str):
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise GQError(f"{what} is not valid JSON: {e}") from None
+
+
+def cmd_submit(args) -> int:
+    payload = None if args.payload is None else _parse_json(args.payload, "the payload")
+    with _open(args) as q:
+        jid = q.submit(args.type, payload, priority=args.priority, delay=args.delay,
+                       depends_on=args.depends_on or None, key=args.key, id=args.id)
+    print(jid)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    with _open(args) as q:
+        job = q.get(args.id).as_dict()
+    if args.json:
+        _print_json(job)
+    else:
+        for name, value in job.items():
+            if isinstance(value, (dict, list)):
+                value = orjson.dumps(value).decode()
+            print(f"{name:>13}: {value}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    with _open(args) as q:
+        jobs = [j.as_dict() for j in q.list(state=args.state, type=args.type, limit=args.limit)]
+    if args.json:
+        _print_json(jobs)
+        return 0
+    print(f"{'ID':<24} {'TYPE':<20} {'STATE':<12} {'PRIO':>6} {'ATT':>4}")
+    for j in jobs:
+        print(f"{j['id']:<24} {j['type']:<20} {j['state']:<12} {j['priority']:>6} "
+              f"{j['attempts']:>4}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    with _open(args) as q:
+        stats = q.stats()
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(f"total: {stats['total']}")
+    for state, n in stats["by_state"].items():
+        print(f"  {state:<12} {n}")
+    for job_type, counts in stats["by_type"].items():
+        print(f"{job_type}: " + ", ".join(f"{s}={n}" for s, n in counts.items()))
+    if stats["paused"]:
+        print("paused: " + ", ".join(stats["paused"]))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    with _open(args) as q:
+        print(f"{args.id}: {q.cancel(args.id).state.value}")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    with _open(args) as q:
+        print(f"{args.id}: {q.retry(args.id).state.value}")
+    return 0
+
+
+def cmd_pause(args) -> int:
+    with _open(args) as q:
+        q.pause(args.type)
+    print(f"paused {args.type}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    with _open(args) as q:
+        q.resume(args.type)
+    print(f"resumed {args.type}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from gq.demo import run_demo
+    return run_demo(args.data if args.data_given else None, jobs=args.jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default=os.environ.get("GQ_DATA", "./gq-data"),
+                        help="data dir (default: $GQ_DATA or ./gq-data)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(
+        prog="gq", description="GopherQueue: a durable priority job queue in your process.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", parents=[common], help="run the demo on a fresh data dir",
+                       description="Fill a fresh data dir with sample jobs (priorities, "
+                       "delays, a dependency chain, failures), run them, print a summary.")
+    p.add_argument("--jobs", type=int, default=300, help="number of sample jobs (default 300)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("submit", parents=[common], help="submit one job, print its id")
+    p.add_argument("type", help="job type (the handler name)")
+    p.add_argument("payload", nargs="?", help="JSON payload (default: null)")
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    p.add_argument("--delay", type=float, help="seconds to wait before it may run")
+    p.add_argument("--depends-on", action="append", metavar="ID",
+                   help="id of a job that must complete first (repeatable)")
+    p.add_argument("--key", help="idempotency key")
+    p.add_argument("--id", help="caller-chosen job id")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("inspect", parents=[common], help="show one job")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("list", parents=[common], help="list jobs")
+    p.add_argument("--state", help="pending, scheduled, running, completed, failed, "
+                   "dead_letter or cancelled")
+    p.add_argument("--type", help="only jobs of this type")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("stats", parents=[common], help="counts by state and type")
+    p.set_defaults(func=cmd_stats)
+
+    for name, func, text in (("cancel", cmd_cancel, "cancel a job"),
+                             ("retry", cmd_retry, "retry a dead-lettered job")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("id")
+        p.set_defaults(func=func)
+    for name, func, text in (("pause", cmd_pause, "stop dispatching a job type"),
+                             ("resume", cmd_resume, "restart dispatching a job type")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("type")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.data_given = any(a == "--data" or a.startswith("--data=") for a in argv) or \
+        "GQ_DATA" in os.environ
+    try:
+        return args.func(args)
+    except GQError as e:
+        print(f"gq {args.command}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

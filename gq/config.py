@@ -1,0 +1,95 @@
+"""Named defaults and the validated queue configuration.
+
+Every default lives here, once. Durations are seconds (int or float).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+VISIBILITY_TIMEOUT_DEFAULT = 300.0      # lease length of a running job
+EXECUTION_TIMEOUT_DEFAULT = 1800.0      # handler run time
+MAX_ATTEMPTS_DEFAULT = 5
+SHUTDOWN_TIMEOUT_DEFAULT = 30.0
+BACKOFF_BASE_DEFAULT = 1.0
+BACKOFF_CAP_DEFAULT = 3600.0
+MAX_PAYLOAD_BYTES_DEFAULT = 1 << 20     # 1 MiB of encoded JSON
+RETENTION_DEFAULT = 7 * 24 * 3600.0     # age of terminal jobs before purge
+MAP_SIZE_DEFAULT = 64 << 30             # sparse: costs address space, not disk
+
+PRIORITY_MIN = -(2**31)
+PRIORITY_MAX = 2**31 - 1
+MAX_ID_LENGTH = 200                     # LMDB keys are at most 511 bytes
+MAX_TYPE_LENGTH = 200
+MAX_KEY_LENGTH = 400
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_duration(name: str, value, *, allow_none: bool = True, allow_zero: bool = False):
+    """Return `value` as a float of seconds, or raise ValidationError naming it."""
+    from gq.errors import ValidationError
+
+    if value is None:
+        if allow_none:
+            return None
+        raise ValidationError(f"{name} is required (seconds, a positive number)")
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValidationError(f"{name} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "greater than zero"
+        raise ValidationError(f"{name} must be {bound} seconds, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value, *, allow_none: bool = True):
+    from gq.errors import ValidationError
+
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValidationError(f"{name} must be an integer of at least 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Keyword arguments of `gq.Queue`, validated once at open."""
+
+    visibility_timeout: float = VISIBILITY_TIMEOUT_DEFAULT
+    timeout: float = EXECUTION_TIMEOUT_DEFAULT
+    max_attempts: int = MAX_ATTEMPTS_DEFAULT
+    backoff_base: float = BACKOFF_BASE_DEFAULT
+    backoff_cap: float = BACKOFF_CAP_DEFAULT
+    lifetime: float | None = None
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES_DEFAULT
+    depth_warning: int | None = None
+    max_depth: int | None = None
+    retention: float = RETENTION_DEFAULT
+    map_size: int = MAP_SIZE_DEFAULT
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "QueueConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown Queue option(s): {', '.join(unknown)}; "
+                f"known options: {', '.join(sorted(known))}"
+            )
+        values = dict(kwargs)
+        for name in ("visibility_timeout", "timeout", "backoff_base", "backoff_cap", "retention"):
+            if name in values:
+                values[name] = check_duration(name, values[name], allow_none=False)
+        if "lifetime" in values:
+            values["lifetime"] = check_duration("lifetime", values["lifetime"])
+        for name in ("max_attempts", "max_payload_bytes", "map_size"):
+            if name in values:
+                values[name] = check_positive_int(name, values[name], allow_none=False)
+        for name in ("depth_warning", "max_depth"):
+            if name in values:
+                values[name] = check_positive_int(name, values[name])
+        return cls(**values)

@@ -1,0 +1,220 @@
+"""`Queue`: the public face of a data dir — submit, look, cancel, retry, pause.
+
+Safe to share between threads. Open one Queue per process after any fork: a
+Queue used in a forked child raises instead of touching its parent's LMDB
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+from gq.config import QueueConfig
+from gq.errors import GQError, JobNotFound, ValidationError
+from gq.jobs import JobInfo, State
+from gq.store.lmdb import registry
+from gq.submission import check_batch, check_type, make_spec
+
+DEFAULT_DATA_DIR = "./gq-data"
+_SPEC_FIELDS = {"type", "payload", "priority", "delay", "run_at", "depends_on", "key", "id",
+                "max_attempts", "timeout", "lifetime"}
+
+
+class Queue:
+    """A durable priority job queue stored in `path` (created if missing).
+
+    Options (all keyword, all optional; durations in seconds): visibility_timeout,
+    timeout, max_attempts, backoff_base, backoff_cap, lifetime, max_payload_bytes,
+    depth_warning, max_depth, retention, map_size. See gq.config for defaults.
+    """
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
+        self.config = QueueConfig.from_kwargs(**options)
+        self.path = os.fspath(path)
+        if not self.path:
+            raise ValidationError("the data dir path is empty")
+        self._pid = os.getpid()
+        self._store = registry.acquire(self.path, self.config.map_size)
+        self._closed = False
+        self.handlers: dict[str, "HandlerSpec"] = {}
+
+    # -- submitting -------------------------------------------------------------
+    def submit(self, type: str, payload: Any = None, *, priority: int = 0,
+               delay: float | None = None, run_at=None, depends_on: Iterable[str] | None = None,
+               key: str | None = None, id: str | None = None, max_attempts: int | None = None,
+               timeout: float | None = None, lifetime: float | None = None) -> str:
+        """Store one job durably and return its id (after the fsync that holds it).
+
+        `priority`: higher runs first (FIFO within a priority). `delay` (seconds) or
+        `run_at` (aware datetime or epoch seconds): not before then. `depends_on`:
+        ids that must complete first. `key`: idempotency key; while a job with that
+        key is unfinished, submitting it again returns that job's id. `id`: a
+        caller-chosen unique id.
+        """
+        store = self._live_store()
+        now = time.time()
+        spec = make_spec(type, payload, priority=priority, delay=delay, run_at=run_at,
+                         depends_on=depends_on, key=key, id=id, max_attempts=max_attempts,
+                         timeout=timeout, lifetime=lifetime,
+                         max_payload_bytes=self.config.max_payload_bytes, now=now)
+        return store.submit([spec], max_depth=self.config.max_depth, now=now)[0]
+
+    async def asubmit(self, type: str, payload: Any = None, **job: Any) -> str:
+        """`submit` for coroutines: concurrent callers share one commit (one fsync)."""
+        store = self._live_store()
+        now = time.time()
+        spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
+                         now=now, **job)
+        return (await store.asubmit([spec], max_depth=self.config.max_depth, now=now))[0]
+
+    def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Store many jobs in one transaction (one fsync): all of them or none.
+
+        Each job is a mapping with the arguments of `submit` (`type` required).
+        `depends_on` may name caller-chosen ids of other jobs in the same batch;
+        a cycle is refused whole with CycleError.
+        """
+        store = self._live_store()
+        specs, now = self._specs(jobs)
+        if not specs:
+            return []
+        return store.submit(specs, max_depth=self.config.max_depth, now=now)
+
+    async def asubmit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+        """`submit_many` for coroutines."""
+        store = self._live_store()
+        specs, now = self._specs(jobs)
+        if not specs:
+            return []
+        return await store.asubmit(specs, max_depth=self.config.max_depth, now=now)
+
+    def _specs(self, jobs):
+        if isinstance(jobs, Mapping) or isinstance(jobs, (str, bytes)):
+            raise ValidationError("submit_many takes a list of job mappings")
+        now = time.time()
+        specs = []
+        for n, job in enumerate(jobs):
+            if not isinstance(job, Mapping):
+                raise ValidationError(f"job #{n} of the batch is a {type(job).__name__}, "
+                                      "not a mapping of submit arguments")
+            unknown = set(job) - _SPEC_FIELDS
+            if unknown:
+                raise ValidationError(f"job #{n} of the batch has unknown field(s) "
+                                      f"{', '.join(sorted(unknown))}")
+            if "type" not in job:
+                raise ValidationError(f"job #{n} of the batch has no 'type'")
+            args = dict(job)
+            try:
+                specs.append(make_spec(args.pop("type"), args.pop("payload", None), **args,
+                                       max_payload_bytes=self.config.max_payload_bytes,
+                                       now=now))
+            except ValidationError as e:
+                raise type(e)(f"job #{n} of the batch: {e}") from None
+        check_batch(specs)
+        return specs, now
+
+    # -- looking ----------------------------------------------------------------
+    def get(self, job_id: str) -> JobInfo:
+        """A snapshot of one job; JobNotFound if no such id is stored."""
+        if not isinstance(job_id, str):
+            raise ValidationError(f"job id must be a string, got {type(job_id).__name__}")
+        record = self._live_store().get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return JobInfo(record)
+
+    def list(self, state: State | str | None = None, type: str | None = None,
+             limit: int = 100) -> list[JobInfo]:
+        """Jobs filtered by state and/or type, oldest first within each type."""
+        code = None if state is None else State.parse(state).code
+        if type is not None:
+            check_type(type)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ValidationError(f"limit must be a non-negative integer, got {limit!r}")
+        return [JobInfo(r) for r in self._live_store().list(state=code, type=type, limit=limit)]
+
+    def stats(self) -> dict:
+        """Counts by state and by type, and the paused types:
+        {"total", "by_state": {state: n}, "by_type": {type: {state: n}}, "paused": [...]}."""
+        store = self._live_store()
+        by_state = {s.value: 0 for s in State}
+        by_type: dict[str, dict[str, int]] = {}
+        for (code, job_type), n in store.counts().items():
+            name = State(_state_name(code)).value
+            by_state[name] += n
+            by_type.setdefault(job_type, {})[name] = n
+        return {"total": sum(by_state.values()), "by_state": by_state,
+                "by_type": dict(sorted(by_type.items())),
+                "paused": sorted(store.paused_types())}
+
+    # -- operator actions ---------------------------------------------------------
+    def cancel(self, job_id: str) -> JobInfo:
+        """Cancel a pending, scheduled or running job (a running handler is stopped
+        by its worker). InvalidTransition if the job already finished."""
+        return JobInfo(self._live_store().cancel(job_id, now=time.time()))
+
+    def retry(self, job_id: str) -> JobInfo:
+        """Send a dead-lettered job back to `scheduled` with its attempts reset.
+        NotRetriable for a `failed` job: fix the payload and submit a new one."""
+        return JobInfo(self._live_store().retry(job_id, now=time.time()))
+
+    def pause(self, type: str) -> None:
+        """Stop dispatching jobs of `type` (persisted; submissions still accepted)."""
+        self._live_store().set_paused(check_type(type), True)
+
+    def resume(self, type: str) -> None:
+        """Restart dispatching jobs of `type`."""
+        self._live_store().set_paused(check_type(type), False)
+
+    def paused(self) -> frozenset[str]:
+        return self._live_store().paused_types()
+
+    # -- handlers (run by gq.Worker) --------------------------------------------------
+    def handler(self, type: str, **options: Any) -> Callable:
+        """Register the function that runs jobs of `type` (see gq.worker)."""
+        from gq.handlers import HandlerSpec
+
+        check_type(type)
+
+        def register(fn: Callable) -> Callable:
+            self.handlers[type] = HandlerSpec(type, fn, **options)
+            return fn
+        return register
+
+    # -- lifecycle ----------------------------------------------------------------
+    def _live_store(self):
+        if self._closed:
+            raise GQError(f"the queue at {self.path} is closed")
+        if os.getpid() != self._pid:
+            raise GQError("this Queue was opened in a parent process; open a new "
+                          "gq.Queue in each process after fork")
+        return self._store
+
+    @property
+    def store(self):
+        """The underlying store (for workers and tools)."""
+        return self._live_store()
+
+    def close(self) -> None:
+        """Wait for writes in flight, then release the data dir. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if os.getpid() == self._pid:
+            registry.release(self._store)
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<gq.Queue {self.path!r}{' closed' if self._closed else ''}>"
+
+
+def _state_name(code: int) -> str:
+    from gq._core.states import STATE_NAMES
+    return STATE_NAMES[code]

@@ -1,0 +1,82 @@
+"""The Store protocol: everything the queue needs from durable storage.
+
+This is the design document of the storage layer. LMDB (`gq.store.lmdb`) is the
+embedded default; a PostgreSQL store will implement the same methods and pass
+the same contract tests (tests/store/). Every method that changes state is
+atomic and durable when it returns: its transaction is committed with sync on.
+Every state change goes through the compiled gate (`JobRecord.move_to`).
+
+Records are `gq._core.codec.JobRecord`; states are the integer codes of
+`gq._core.states`. Times are wall-clock epoch seconds (only `run_at` and the
+timestamps shown to people use them; durations live in memory on the monotonic
+clock).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol, Sequence
+
+from gq._core.codec import JobRecord
+from gq.submission import JobSpec
+
+
+class Store(Protocol):
+    path: str
+    tag: str
+    """Short random identity of this store; generated ids start with it."""
+
+    def submit(self, specs: Sequence[JobSpec], *, max_depth: int | None,
+               now: float) -> list[str]:
+        """Persist a batch of jobs atomically: all of them or none.
+
+        Returns one id per spec, in order. A spec whose idempotency key belongs to
+        a stored unfinished job (or to an earlier spec of the batch) is not stored
+        again; its slot holds the existing job's id. Raises, persisting nothing:
+        `DuplicateJobId` (caller-chosen id taken), `UnknownDependency`,
+        `QueueFull` (pending + scheduled would pass `max_depth`), `StorageFull`.
+        A job whose dependencies are not all `completed` starts `pending`; one
+        with `run_at` in the future starts `scheduled` but not yet ready.
+        """
+
+    async def asubmit(self, specs: Sequence[JobSpec], *, max_depth: int | None,
+                      now: float) -> list[str]:
+        """`submit` for coroutines; concurrent callers share one commit."""
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The stored record, checksum verified (`RecordCorrupted` if damaged)."""
+
+    def list(self, *, state: int | None = None, type: str | None = None,
+             limit: int = 100) -> list[JobRecord]:
+        """Records filtered by state and/or type, oldest submission first within
+        a (type, state) group."""
+
+    def counts(self) -> dict[tuple[int, str], int]:
+        """Number of jobs per (state, type), without scanning the jobs."""
+
+    def cancel(self, job_id: str, *, now: float) -> JobRecord:
+        """pending / scheduled / running -> cancelled. A running job's handler is
+        stopped by its worker, whose completion is then refused.
+        `JobNotFound`, `InvalidTransition` (already finished)."""
+
+    def retry(self, job_id: str, *, now: float) -> JobRecord:
+        """dead_letter -> scheduled with attempts reset; `NotRetriable` for a
+        `failed` job, `InvalidTransition` for any other state."""
+
+    def set_paused(self, job_type: str, paused: bool) -> None:
+        """Persistently stop (or restart) dispatching one job type."""
+
+    def paused_types(self) -> frozenset[str]:
+        """The job types currently paused."""
+
+    def ready_after(self, seq: int, limit: int) -> list[tuple[int, int, str, str]]:
+        """Ready jobs that became ready after `seq`, in that order:
+        (ready_seq, priority, type, id). A dispatcher that keeps the highest seq
+        it has seen learns about new work from any process with one range read."""
+
+    def close(self) -> None:
+        """Finish pending writes and release the store. Idempotent."""
+
+
+def spec_ids(specs: Iterable[JobSpec]) -> set[str]:
+    """The caller-chosen ids of a batch."""
+    return {spec.id for spec in specs if spec.id is not None}

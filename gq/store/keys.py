@@ -1,0 +1,77 @@
+"""Byte layouts of the LMDB index keys and values.
+
+Every key is built so that LMDB's byte order is the order we want to scan in:
+big-endian integers, a NUL after variable-length text (ids and types never
+contain NUL; the queue refuses them).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from gq._core.seq import pack_u64, unpack_u64
+
+_READY_VALUE = struct.Struct(">i")
+_TIME = struct.Struct(">QQ")
+
+__all__ = [
+    "pack_u64", "unpack_u64",
+    "ready_value", "parse_ready_value",
+    "delayed_key", "parse_delayed_key",
+    "listing_key", "listing_prefix",
+    "count_key", "parse_count_key",
+    "dependent_key", "dependents_prefix",
+]
+
+
+# ready: seq -> priority + type + NUL + id.  Keyed by the seq the job got when it
+# became ready, so the index doubles as a change feed: a dispatcher that has
+# seen everything up to seq N only scans keys after N (see docs/storage.md).
+def ready_value(priority: int, job_type: str, job_id: str) -> bytes:
+    return _READY_VALUE.pack(priority) + job_type.encode() + b"\0" + job_id.encode()
+
+
+def parse_ready_value(value: bytes) -> tuple[int, str, str]:
+    (priority,) = _READY_VALUE.unpack_from(value)
+    job_type, _, job_id = bytes(value[4:]).partition(b"\0")
+    return priority, job_type.decode(), job_id.decode()
+
+
+# delayed: run_at (µs since the epoch) + seq -> id; scheduled jobs not yet due.
+def delayed_key(run_at: float, seq: int) -> bytes:
+    return _TIME.pack(max(0, int(run_at * 1_000_000)), seq)
+
+
+def parse_delayed_key(key: bytes) -> tuple[float, int]:
+    micros, seq = _TIME.unpack(key)
+    return micros / 1_000_000, seq
+
+
+# listing: type + NUL + state + seq -> id.  Serves list(type=), list(state=)
+# (one prefix per type, merged by seq) and list(type=, state=).
+def listing_key(job_type: str, state: int, seq: int) -> bytes:
+    return job_type.encode() + b"\0" + bytes((state,)) + pack_u64(seq)
+
+
+def listing_prefix(job_type: str, state: int | None = None) -> bytes:
+    prefix = job_type.encode() + b"\0"
+    return prefix if state is None else prefix + bytes((state,))
+
+
+# counts: state + type -> u64.  stats() and the depth limit read these instead
+# of scanning.
+def count_key(state: int, job_type: str) -> bytes:
+    return bytes((state,)) + job_type.encode()
+
+
+def parse_count_key(key: bytes) -> tuple[int, str]:
+    return key[0], bytes(key[1:]).decode()
+
+
+# dependents: dependency id + NUL + dependent id -> b"".  Who waits on a job.
+def dependent_key(dependency: str, dependent: str) -> bytes:
+    return dependency.encode() + b"\0" + dependent.encode()
+
+
+def dependents_prefix(dependency: str) -> bytes:
+    return dependency.encode() + b"\0"

@@ -1,0 +1,565 @@
+"""The embedded store: one LMDB environment in the data dir.
+
+Tables (LMDB named databases), all kept consistent by one transaction per change:
+
+  jobs       id -> record (gq._core.codec: header + CRC32C + JSON)
+  ready      ready_seq -> priority, type, id     scheduled and due; a change feed
+  delayed    run_at µs, seq -> id                 scheduled, due in the future
+  listing    type, state, seq -> id               list() and per-type scans
+  counts     state, type -> n                     stats() and the depth limit
+  dependents dependency id, dependent id -> ""    who waits on a job
+  keys       idempotency key -> id
+  meta       format, seq (the persisted counter), tag, paused:<type>
+
+Opened the only way a committed transaction survives power loss: sync and
+metasync on, writemap off (writemap would turn a full disk into SIGBUS).
+LMDB must be opened once per process, so stores are shared per (process, path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import heapq
+import os
+import secrets
+import threading
+
+import lmdb
+
+from gq._core import states as S
+from gq._core.codec import FORMAT_VERSION, JobRecord, decode_record
+from gq._core.seq import SequenceCounter
+from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
+                       JobNotFound, NotRetriable, PersistenceError, QueueFull,
+                       StorageFull, UnknownDependency, ValidationError)
+from gq.store import keys as K
+from gq.store.writer import GroupCommitWriter
+
+TABLES = ("jobs", "ready", "delayed", "listing", "counts", "dependents", "keys", "meta")
+MAX_READERS = 1024
+
+_META_FORMAT = b"format"
+_META_SEQ = b"seq"
+_META_TAG = b"tag"
+_PAUSED = b"paused:"
+
+
+class _PartialWrite(Exception):
+    """An op raised a GQError after it had written: its batch must be aborted."""
+
+
+class Batch:
+    """One write transaction of the group-commit writer, with the per-transaction
+    state ops share: the sequence counter and the count deltas (both written once
+    per transaction, not once per job)."""
+
+    __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote")
+
+    def __init__(self, store: "LMDBStore", txn):
+        self.txn = txn
+        self.store = store
+        self.db = store._db
+        self._seq = None
+        self._count_deltas: dict[tuple[int, str], int] = {}
+        self.wrote = False
+
+    # -- reads ----------------------------------------------------------------
+    def load(self, job_id: str) -> JobRecord | None:
+        raw = self.txn.get(job_id.encode(), db=self.db["jobs"])
+        return None if raw is None else decode_record(raw, job_id)
+
+    def load_existing(self, job_id: str) -> JobRecord:
+        record = self.load(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    def count(self, state: int, job_type: str | None = None) -> int:
+        """Jobs in `state` (of one type, or of all), including this transaction's changes."""
+        total = 0
+        for (st, t), n in self.store._read_counts(self.txn).items():
+            if st == state and (job_type is None or t == job_type):
+                total += n
+        for (st, t), n in self._count_deltas.items():
+            if st == state and (job_type is None or t == job_type):
+                total += n
+        return total
+
+    # -- writes (an op calls these only after all its checks passed) -----------
+    def take_seq(self, n: int = 1) -> int:
+        self.wrote = True
+        if self._seq is None:
+            raw = self.txn.get(_META_SEQ, db=self.db["meta"])
+            self._seq = SequenceCounter.decode(raw) if raw else SequenceCounter(0)
+        return self._seq.take(n)
+
+    def add_count(self, state: int, job_type: str, delta: int) -> None:
+        key = (state, job_type)
+        self._count_deltas[key] = self._count_deltas.get(key, 0) + delta
+
+    def add_indexes(self, rec: JobRecord) -> None:
+        """Enter `rec` (as it is now) into every index but jobs itself."""
+        self.wrote = True
+        txn, db = self.txn, self.db
+        txn.put(K.listing_key(rec.type, rec.state, rec.seq), rec.id.encode(), db=db["listing"])
+        if rec.state == S.SCHEDULED:
+            if rec.ready_seq:
+                txn.put(K.pack_u64(rec.ready_seq), K.ready_value(rec.priority, rec.type, rec.id),
+                        db=db["ready"])
+            else:
+                txn.put(K.delayed_key(rec.run_at, rec.seq), rec.id.encode(), db=db["delayed"])
+        self.add_count(rec.state, rec.type, 1)
+
+    def remove_indexes(self, rec: JobRecord) -> None:
+        """Take `rec` (as it was stored) out of every index but jobs itself."""
+        self.wrote = True
+        txn, db = self.txn, self.db
+        txn.delete(K.listing_key(rec.type, rec.state, rec.seq), db=db["listing"])
+        if rec.state == S.SCHEDULED:
+            if rec.ready_seq:
+                txn.delete(K.pack_u64(rec.ready_seq), db=db["ready"])
+            else:
+                txn.delete(K.delayed_key(rec.run_at, rec.seq), db=db["delayed"])
+        self.add_count(rec.state, rec.type, -1)
+
+    def put_record(self, rec: JobRecord) -> None:
+        self.wrote = True
+        self.txn.put(rec.id.encode(), rec.encode(), db=self.db["jobs"])
+
+    def move(self, rec: JobRecord, new_state: int, now: float, **changes) -> JobRecord:
+        """Change a stored job's state: the gate first (raises before any write),
+        then `changes` (other fields), then the old state's index entries out and
+        the new state's in, and the record itself."""
+        old = rec.copy()
+        rec.move_to(new_state)                 # InvalidTransition: nothing written yet
+        for name, value in changes.items():
+            setattr(rec, name, value)
+        self.remove_indexes(old)
+        if new_state == S.SCHEDULED:
+            rec.ready_seq = self.take_seq() if rec.run_at <= now else 0
+        else:
+            rec.ready_seq = 0
+        rec.updated_at = now
+        self.add_indexes(rec)
+        self.put_record(rec)
+        return rec
+
+    def flush(self) -> None:
+        """Write the counter and the count deltas; called once before commit."""
+        txn, db = self.txn, self.db
+        if self._seq is not None:
+            txn.put(_META_SEQ, self._seq.encode(), db=db["meta"])
+        for (state, job_type), delta in self._count_deltas.items():
+            if not delta:
+                continue
+            key = K.count_key(state, job_type)
+            raw = txn.get(key, db=db["counts"])
+            n = (K.unpack_u64(raw) if raw else 0) + delta
+            if n > 0:
+                txn.put(key, K.pack_u64(n), db=db["counts"])
+            else:
+                txn.delete(key, db=db["counts"])
+
+
+class LMDBStore:
+    """The embedded store (see the module docstring for its tables)."""
+
+    def __init__(self, path: str, *, map_size: int):
+        self.path = path
+        self.map_size = map_size
+        self._env = _open_env(path, map_size)
+        self._db = {}
+        try:
+            self._prepare()
+        except BaseException:
+            self._env.close()
+            raise
+        self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{path}")
+        self._closed = False
+
+    # -- opening --------------------------------------------------------------
+    def _prepare(self) -> None:
+        env = self._env
+        env.reader_check()  # free reader slots of killed processes
+        with env.begin(write=True) as txn:
+            for name in TABLES:
+                self._db[name] = env.open_db(name.encode(), txn=txn)
+            meta = self._db["meta"]
+            stored = txn.get(_META_FORMAT, db=meta)
+            if stored is None:
+                if txn.stat(self._db["jobs"])["entries"]:
+                    raise DataDirError(f"data dir {self.path} holds jobs but no format "
+                                       "marker; it was not written by gq")
+                txn.put(_META_FORMAT, str(FORMAT_VERSION).encode(), db=meta)
+                txn.put(_META_TAG, secrets.token_hex(4).encode(), db=meta)
+                txn.put(_META_SEQ, SequenceCounter(0).encode(), db=meta)
+            elif stored != str(FORMAT_VERSION).encode():
+                raise DataDirError(
+                    f"data dir {self.path} was written in gq storage format "
+                    f"{bytes(stored).decode(errors='replace')}; this gq reads format "
+                    f"{FORMAT_VERSION}. Use the gq version that wrote it (or export and "
+                    "re-import the jobs)"
+                )
+            self.tag = bytes(txn.get(_META_TAG, db=meta)).decode()
+            self._check_counter(txn)
+
+    def _check_counter(self, txn) -> None:
+        """The persisted counter must be past every seq in use, or ids and order
+        would repeat: refuse to open a store whose metadata disagrees."""
+        counter = SequenceCounter.decode(txn.get(_META_SEQ, db=self._db["meta"]))
+        with txn.cursor(db=self._db["ready"]) as cur:
+            if cur.last() and K.unpack_u64(cur.key()) > counter.last:
+                raise DataDirError(
+                    f"data dir {self.path}: sequence counter {counter.last} is behind a "
+                    f"stored job ({K.unpack_u64(cur.key())}); the metadata is damaged, "
+                    "run `gq check`"
+                )
+
+    # -- the writer's side ----------------------------------------------------
+    def _run_batch(self, ops) -> None:
+        try:
+            self._commit(ops)
+            return
+        except _PartialWrite:
+            pass
+        except Exception as e:
+            if len(ops) == 1:
+                ops[0].result, ops[0].error = None, self._translate(e)
+                return
+        # The batch was aborted as a whole: give each op its own transaction so a
+        # broken op cannot take the others down with it.
+        for op in ops:
+            try:
+                self._commit([op])
+            except _PartialWrite as e:
+                op.result, op.error = None, e.__cause__
+            except Exception as e:
+                op.result, op.error = None, self._translate(e)
+
+    def _commit(self, ops) -> None:
+        txn = self._env.begin(write=True)
+        try:
+            batch = Batch(self, txn)
+            for op in ops:
+                batch.wrote = False
+                try:
+                    op.result, op.error = op.fn(batch), None
+                except GQError as e:
+                    if batch.wrote:
+                        raise _PartialWrite() from e
+                    op.result, op.error = None, e
+            batch.flush()
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()   # sync=True: returns after the data and meta pages are on disk
+
+    def _translate(self, e: Exception) -> Exception:
+        if isinstance(e, GQError):
+            return e
+        if isinstance(e, lmdb.MapFullError):
+            return StorageFull(
+                f"the store at {self.path} is full (LMDB map_size {self.map_size:,} bytes); "
+                "nothing was written. Purge finished jobs (`gq purge`) or reopen with a "
+                "larger map_size"
+            )
+        if isinstance(e, lmdb.Error) and ("No space left" in str(e) or
+                                          getattr(e, "errno", None) == errno.ENOSPC):
+            return StorageFull(f"the disk holding {self.path} is full; nothing was "
+                               "written. Free disk space, then submit again")
+        return PersistenceError(f"store write failed at {self.path}: {e}")
+
+    def _write(self, fn):
+        self._check_open()
+        return self._writer.call(fn)
+
+    # -- writes ---------------------------------------------------------------
+    def submit(self, specs, *, max_depth=None, now):
+        return self._write(_SubmitOp(specs, max_depth, now))
+
+    async def asubmit(self, specs, *, max_depth=None, now):
+        self._check_open()
+        return await self._writer.acall(_SubmitOp(specs, max_depth, now),
+                                        asyncio.get_running_loop())
+
+    def cancel(self, job_id, *, now):
+        def op(b: Batch):
+            rec = b.load_existing(job_id)
+            return b.move(rec, S.CANCELLED, now, finished_at=now)
+        return self._write(op)
+
+    def retry(self, job_id, *, now):
+        def op(b: Batch):
+            rec = b.load_existing(job_id)
+            if rec.state == S.FAILED:
+                raise NotRetriable(job_id)
+            if rec.state != S.DEAD_LETTER:
+                raise InvalidTransition(S.STATE_NAMES[rec.state], "scheduled", job_id)
+            return b.move(rec, S.SCHEDULED, now, attempts=0, crashes=0, run_at=0.0,
+                          finished_at=0.0)
+        return self._write(op)
+
+    def set_paused(self, job_type, paused):
+        def op(b: Batch):
+            b.wrote = True
+            key = _PAUSED + job_type.encode()
+            if paused:
+                b.txn.put(key, b"1", db=b.db["meta"])
+            else:
+                b.txn.delete(key, db=b.db["meta"])
+        self._write(op)
+
+    # -- reads ----------------------------------------------------------------
+    def _read(self):
+        self._check_open()
+        return self._env.begin()
+
+    def get(self, job_id):
+        with self._read() as txn:
+            raw = txn.get(job_id.encode(), db=self._db["jobs"])
+            return None if raw is None else decode_record(raw, job_id)
+
+    def list(self, *, state=None, type=None, limit=100):
+        with self._read() as txn:
+            jobs = self._db["jobs"]
+            if type is not None:
+                ids = self._scan_listing(txn, K.listing_prefix(type, state), limit)
+            elif state is not None:
+                types = sorted({t for (st, t) in self._read_counts(txn) if st == state})
+                streams = [self._scan_listing(txn, K.listing_prefix(t, state), limit,
+                                              with_seq=True) for t in types]
+                ids = [job_id for _, job_id in heapq.merge(*streams)][:limit]
+            else:
+                with txn.cursor(db=jobs) as cur:
+                    ids = []
+                    for key in cur.iternext(keys=True, values=False):
+                        if len(ids) >= limit:
+                            break
+                        ids.append(bytes(key).decode())
+            out = []
+            for job_id in ids:
+                raw = txn.get(job_id.encode(), db=jobs)
+                if raw is not None:
+                    out.append(decode_record(raw, job_id))
+            return out
+
+    def _scan_listing(self, txn, prefix: bytes, limit: int, with_seq: bool = False):
+        out = []
+        with txn.cursor(db=self._db["listing"]) as cur:
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if len(out) >= limit or not bytes(key).startswith(prefix):
+                        break
+                    job_id = bytes(value).decode()
+                    out.append((K.unpack_u64(key[-8:]), job_id) if with_seq else job_id)
+        return out
+
+    def _read_counts(self, txn) -> dict[tuple[int, str], int]:
+        with txn.cursor(db=self._db["counts"]) as cur:
+            return {K.parse_count_key(k): K.unpack_u64(v) for k, v in cur}
+
+    def counts(self):
+        with self._read() as txn:
+            return self._read_counts(txn)
+
+    def paused_types(self):
+        with self._read() as txn, txn.cursor(db=self._db["meta"]) as cur:
+            out = set()
+            if cur.set_range(_PAUSED):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(_PAUSED):
+                        break
+                    out.add(bytes(key[len(_PAUSED):]).decode())
+            return frozenset(out)
+
+    def ready_after(self, seq, limit):
+        out = []
+        with self._read() as txn, txn.cursor(db=self._db["ready"]) as cur:
+            if cur.set_range(K.pack_u64(seq + 1)):
+                for key, value in cur:
+                    if len(out) >= limit:
+                        break
+                    out.append((K.unpack_u64(key), *K.parse_ready_value(value)))
+        return out
+
+    def last_seq(self) -> int:
+        with self._read() as txn:
+            return SequenceCounter.decode(txn.get(_META_SEQ, db=self._db["meta"])).last
+
+    # -- closing --------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GQError(f"the queue at {self.path} is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._writer.close()
+        self._closed = True
+        self._env.close()
+
+
+class _SubmitOp:
+    """The write op of submit / submit_many: checks everything, then writes."""
+
+    __slots__ = ("specs", "max_depth", "now")
+
+    def __init__(self, specs, max_depth, now):
+        self.specs = specs
+        self.max_depth = max_depth
+        self.now = now
+
+    def __call__(self, b: Batch) -> list[str]:
+        txn, db, now = b.txn, b.db, self.now
+        results: list[str | None] = [None] * len(self.specs)
+        fresh = []                     # (index, spec) of jobs to create
+        batch_ids = {s.id for s in self.specs if s.id is not None}
+        key_creator: dict[str, int] = {}   # key -> index of the spec that creates its job
+        folded = []                        # (index, creator index): same key, same job
+        # 1. idempotency keys and caller-chosen ids
+        for i, spec in enumerate(self.specs):
+            if spec.key:
+                if spec.key in key_creator:
+                    folded.append((i, key_creator[spec.key]))
+                    continue
+                existing = self._live_key_owner(b, spec.key)
+                if existing is not None:
+                    results[i] = existing
+                    continue
+                key_creator[spec.key] = i
+            if spec.id is not None and txn.get(spec.id.encode(), db=db["jobs"]) is not None:
+                raise DuplicateJobId(f"job id {spec.id!r} is already used by a stored job")
+            fresh.append((i, spec))
+        # 2. dependencies: stored and completed, stored and unfinished, or in this batch
+        created = {spec.id for _, spec in fresh if spec.id is not None}
+        waits = []
+        for i, spec in fresh:
+            unmet = False
+            for dep in spec.depends_on:
+                if dep in created:
+                    unmet = True
+                    continue
+                if dep in batch_ids:   # its spec was folded into an existing job by key
+                    raise ValidationError(
+                        f"a job depends on {dep!r}, which the batch did not create because "
+                        "its idempotency key matched an existing job; depend on that job instead")
+                rec = b.load(dep)
+                if rec is None:
+                    raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
+                unmet = unmet or rec.state != S.COMPLETED
+            waits.append(unmet)
+        # 3. the hard depth limit: retries never count here, only new submissions
+        if self.max_depth is not None and fresh:
+            depth = b.count(S.PENDING) + b.count(S.SCHEDULED)
+            if depth + len(fresh) > self.max_depth:
+                raise QueueFull(
+                    f"the queue holds {depth:,} unfinished jobs (pending + scheduled) and "
+                    f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
+                    "Retry later or add workers"
+                )
+        # 4. writes
+        if not fresh:
+            for i, creator in folded:
+                results[i] = results[creator]
+            return results
+        first = b.take_seq(len(fresh))
+        tag = b.store.tag
+        jobs_db = db["jobs"]
+        for n, ((i, spec), unmet) in enumerate(zip(fresh, waits)):
+            seq = first + n
+            job_id = spec.id if spec.id is not None else f"{tag}-{seq:012x}"
+            state = S.PENDING if unmet else S.SCHEDULED
+            rec = JobRecord(
+                job_id, spec.type, spec.payload, state, priority=spec.priority, seq=seq,
+                ready_seq=seq if state == S.SCHEDULED and spec.run_at <= now else 0,
+                created_at=now, updated_at=now, run_at=spec.run_at,
+                max_attempts=spec.max_attempts, timeout=spec.timeout,
+                lifetime=spec.lifetime, depends_on=spec.depends_on, key=spec.key,
+            )
+            if not txn.put(job_id.encode(), rec.encode(), db=jobs_db, overwrite=False):
+                raise RuntimeError(f"generated id {job_id} already stored")  # aborts the batch
+            b.add_indexes(rec)
+            if unmet:
+                for dep in spec.depends_on:
+                    txn.put(K.dependent_key(dep, job_id), b"", db=db["dependents"])
+            if spec.key:
+                txn.put(spec.key.encode(), job_id.encode(), db=db["keys"])
+            results[i] = job_id
+        for i, creator in folded:
+            results[i] = results[creator]
+        return results
+
+    @staticmethod
+    def _live_key_owner(b: Batch, key: str) -> str | None:
+        raw = b.txn.get(key.encode(), db=b.db["keys"])
+        if raw is None:
+            return None
+        owner = b.load(bytes(raw).decode())
+        if owner is None or S.is_terminal(owner.state):
+            return None
+        return owner.id
+
+
+# -- one environment per (process, path) --------------------------------------
+
+def _open_env(path: str, map_size: int):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DataDirError(f"data dir {path} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise DataDirError(f"cannot create data dir {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise DataDirError(f"data dir {path} is not writable (read-only mount or "
+                           "permissions); gq needs to write its lock and data files there")
+    try:
+        return lmdb.open(path, map_size=map_size, max_dbs=len(TABLES) + 2,
+                         max_readers=MAX_READERS, sync=True, metasync=True,
+                         writemap=False, map_async=False, readahead=False, subdir=True)
+    except lmdb.Error as e:
+        text = str(e)
+        if "Read-only" in text or "Permission denied" in text:
+            raise DataDirError(f"data dir {path} is not writable: {text}") from None
+        if "Invalid argument" in text or "MDB_INVALID" in text or "MDB_VERSION" in text:
+            raise DataDirError(f"data dir {path} does not hold a gq store this build can "
+                               f"read: {text}") from None
+        raise DataDirError(f"cannot open data dir {path}: {text}") from None
+
+
+class _Registry:
+    """LMDB forbids opening one environment twice in a process (closing either
+    would drop the other's locks), so Queues on one path share one store."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stores: dict[str, list] = {}   # realpath -> [store, refcount]
+        os.register_at_fork(after_in_child=self._forget_after_fork)
+
+    def acquire(self, path: str, map_size: int) -> LMDBStore:
+        real = os.path.realpath(path)
+        with self._lock:
+            entry = self._stores.get(real)
+            if entry is None:
+                entry = self._stores[real] = [LMDBStore(path, map_size=map_size), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, store: LMDBStore) -> None:
+        real = os.path.realpath(store.path)
+        with self._lock:
+            entry = self._stores.get(real)
+            if entry is None or entry[0] is not store:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._stores[real]
+                store.close()
+
+    def _forget_after_fork(self) -> None:
+        # The child must not use (or even close) its parent's environments.
+        self._lock = threading.Lock()
+        self._stores = {}
+
+
+registry = _Registry()

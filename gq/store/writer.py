@@ -1,0 +1,130 @@
+"""Group commit: one writer thread turns many callers' writes into few fsyncs.
+
+Callers (threads or coroutines) hand the writer a *write op*: a function of a
+`Batch` (an open write transaction plus per-transaction state). The writer takes
+every op that is waiting, runs them in ONE write transaction, commits with sync
+on, and only then wakes each caller with its own result or error. While one
+commit's fsync runs, the next batch piles up, so throughput grows with the
+number of concurrent callers while each caller still waits for exactly one fsync.
+
+An op must do all of its checks before its first write, raising a GQError if the
+job is refused: a refused op then leaves nothing behind, and the other ops of the
+batch still commit. An op that fails any other way (a bug, an LMDB error) aborts
+the whole transaction; the writer then re-runs the batch's ops one per
+transaction, so one broken op cannot take its neighbours' writes with it.
+
+Writes run here, never on an event loop: `begin(write=True)` blocks while another
+process holds LMDB's writer lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Callable
+
+from gq.errors import GQError
+
+MAX_OPS_PER_BATCH = 4096
+
+
+class _Op:
+    __slots__ = ("fn", "result", "error", "done", "loop", "future")
+
+    def __init__(self, fn, loop=None, future=None):
+        self.fn = fn
+        self.result = None
+        self.error = None
+        self.loop = loop
+        self.future = future
+        self.done = None
+        if loop is None:
+            self.done = threading.Lock()
+            self.done.acquire()
+
+
+def _resolve_futures(ops) -> None:
+    for op in ops:
+        if op.future.cancelled():
+            continue   # the caller went away; the write itself is committed
+        if op.error is not None:
+            op.future.set_exception(op.error)
+        else:
+            op.future.set_result(op.result)
+
+
+class GroupCommitWriter:
+    """The single writer thread of one open store."""
+
+    def __init__(self, run_batch: Callable[[list], None], name: str):
+        # run_batch(ops) applies each op (setting op.result or op.error) and
+        # commits; it raises only if nothing of the batch was committed.
+        self._run_batch = run_batch
+        self._pending: collections.deque[_Op] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, fn):
+        """Run `fn(batch)` in the next group commit; return its result once durable."""
+        op = _Op(fn)
+        self._enqueue(op)
+        op.done.acquire()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def acall(self, fn, loop):
+        """`call` for coroutines: the event loop keeps running while the commit happens."""
+        op = _Op(fn, loop, loop.create_future())
+        self._enqueue(op)
+        return await op.future
+
+    def _enqueue(self, op: _Op) -> None:
+        with self._cond:
+            if self._closing:
+                raise GQError("the queue is closed")
+            self._pending.append(op)
+            if len(self._pending) == 1:
+                self._cond.notify()
+
+    def close(self) -> None:
+        """Finish every op already handed in, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        pending = self._pending
+        while True:
+            with self._cond:
+                while not pending and not self._closing:
+                    self._cond.wait()
+                if not pending:
+                    return
+                n = min(len(pending), MAX_OPS_PER_BATCH)
+                ops = [pending.popleft() for _ in range(n)]
+            try:
+                self._run_batch(ops)
+            except BaseException as e:  # nothing committed; never leave a caller waiting
+                error = e if isinstance(e, Exception) else GQError(f"writer stopped: {e!r}")
+                for op in ops:
+                    op.result, op.error = None, error
+            self._wake(ops)
+
+    @staticmethod
+    def _wake(ops) -> None:
+        by_loop: dict = {}
+        for op in ops:
+            if op.loop is None:
+                op.done.release()
+            else:
+                by_loop.setdefault(op.loop, []).append(op)
+        for loop, loop_ops in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_futures, loop_ops)
+            except RuntimeError:
+                pass  # that loop is closed; nobody is waiting any more

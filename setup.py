@@ -1,0 +1,36 @@
+"""Build the compiled core (gq/_core/*.pyx).
+
+GQ_DEBUG=1 builds with line tracing, Cython bounds/wraparound checks and C asserts,
+so coverage and tracebacks reach into the core; release builds are -O2 with NDEBUG.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("GQ_DEBUG", "") not in ("", "0")
+MODULES = ["states", "seq", "codec", "heap"]
+
+directives = {"language_level": 3, "embedsignature": True}
+macros = []
+if DEBUG:
+    directives.update(linetrace=True, boundscheck=True, wraparound=True)
+    macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+    compile_args = ["-O0", "-g3", "-UNDEBUG"]
+else:
+    directives.update(boundscheck=False, wraparound=False)
+    macros += [("NDEBUG", "1")]
+    compile_args = ["-O2"]
+
+extensions = [
+    Extension(
+        f"gq._core.{name}",
+        [f"gq/_core/{name}.pyx"],
+        define_macros=macros,
+        extra_compile_args=compile_args,
+    )
+    for name in MODULES
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives,
+                            gdb_debug=DEBUG, force=DEBUG))

@@ -1,0 +1,42 @@
+"""Shared fixtures: real LMDB stores in temp dirs, a seeded random source."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+import gq
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return str(tmp_path / "gq-data")
+
+
+@pytest.fixture
+def queue(data_dir):
+    q = gq.Queue(data_dir)
+    yield q
+    q.close()
+
+
+class SeededRandom(random.Random):
+    """random.Random whose repr carries its seed, so a failure can be replayed
+    with GQ_TEST_SEED=<seed>."""
+
+    def __init__(self, seed: int):
+        super().__init__(seed)
+        self.seed_value = seed
+
+    def __repr__(self) -> str:
+        return f"SeededRandom(seed={self.seed_value})"
+
+
+@pytest.fixture
+def rng(request):
+    seed = int(os.environ.get("GQ_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    request.node.user_properties.append(("seed", seed))
+    print(f"random seed: {seed} (replay with GQ_TEST_SEED={seed})")
+    return SeededRandom(seed)
