@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from gq.errors import ValidationError
+
 VISIBILITY_TIMEOUT_DEFAULT = 300.0      # lease length of a running job
 EXECUTION_TIMEOUT_DEFAULT = 1800.0      # handler run time
 MAX_ATTEMPTS_DEFAULT = 5
@@ -31,8 +33,6 @@ def _is_number(value) -> bool:
 
 def check_duration(name: str, value, *, allow_none: bool = True, allow_zero: bool = False):
     """Return `value` as a float of seconds, or raise ValidationError naming it."""
-    from gq.errors import ValidationError
-
     if value is None:
         if allow_none:
             return None
@@ -46,8 +46,6 @@ def check_duration(name: str, value, *, allow_none: bool = True, allow_zero: boo
 
 
 def check_positive_int(name: str, value, *, allow_none: bool = True):
-    from gq.errors import ValidationError
-
     if value is None and allow_none:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:

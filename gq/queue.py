@@ -91,27 +91,26 @@ class Queue:
         return await store.asubmit(specs, max_depth=self.config.max_depth, now=now)
 
     def _specs(self, jobs):
-        if isinstance(jobs, Mapping) or isinstance(jobs, (str, bytes)):
+        if isinstance(jobs, (Mapping, str, bytes)):
             raise ValidationError("submit_many takes a list of job mappings")
         now = time.time()
+        limit = self.config.max_payload_bytes
         specs = []
+        append = specs.append
         for n, job in enumerate(jobs):
-            if not isinstance(job, Mapping):
+            if job.__class__ is not dict and not isinstance(job, Mapping):
                 raise ValidationError(f"job #{n} of the batch is a {type(job).__name__}, "
                                       "not a mapping of submit arguments")
-            unknown = set(job) - _SPEC_FIELDS
-            if unknown:
-                raise ValidationError(f"job #{n} of the batch has unknown field(s) "
-                                      f"{', '.join(sorted(unknown))}")
-            if "type" not in job:
-                raise ValidationError(f"job #{n} of the batch has no 'type'")
-            args = dict(job)
+            if not job.keys() <= _SPEC_FIELDS or "type" not in job:
+                unknown = set(job) - _SPEC_FIELDS
+                raise ValidationError(
+                    f"job #{n} of the batch has unknown field(s) {', '.join(sorted(unknown))}"
+                    if unknown else f"job #{n} of the batch has no 'type'")
             try:
-                specs.append(make_spec(args.pop("type"), args.pop("payload", None), **args,
-                                       max_payload_bytes=self.config.max_payload_bytes,
-                                       now=now))
+                append(make_spec(max_payload_bytes=limit, now=now, **job))
             except ValidationError as e:
-                raise type(e)(f"job #{n} of the batch: {e}") from None
+                e.args = (f"job #{n} of the batch: {e}",) + e.args[1:]
+                raise
         check_batch(specs)
         return specs, now
 

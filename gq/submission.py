@@ -57,8 +57,16 @@ def _check_text(what: str, value, max_length: int) -> str:
     return value
 
 
+_valid_types: dict[str, str] = {}   # job types already checked (there are few)
+
+
 def check_type(job_type) -> str:
-    return _check_text("job type", job_type, MAX_TYPE_LENGTH)
+    if job_type.__class__ is str and job_type in _valid_types:
+        return job_type
+    _check_text("job type", job_type, MAX_TYPE_LENGTH)
+    if len(_valid_types) < 10_000:
+        _valid_types[job_type] = job_type
+    return job_type
 
 
 def check_job_id(job_id) -> str:
@@ -106,22 +114,25 @@ def _check_run_at(delay, run_at, now: float) -> float:
     raise ValidationError(f"run_at must be an aware datetime or epoch seconds, got {run_at!r}")
 
 
-def make_spec(job_type, payload=None, *, priority=0, delay=None, run_at=None, depends_on=None,
+def make_spec(type, payload=None, *, priority=0, delay=None, run_at=None, depends_on=None,
               key=None, id=None, max_attempts=None, timeout=None, lifetime=None,
               max_payload_bytes: int, now: float | None = None) -> JobSpec:
     """Validate one job's arguments; raise a ValidationError that names the problem."""
-    job_type = check_type(job_type)
+    job_type = check_type(type)
     if id is not None:
         id = check_job_id(id)
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise ValidationError(f"priority must be an integer, got {priority!r}")
+    if priority.__class__ is not int:
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValidationError(f"priority must be an integer, got {priority!r}")
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         raise ValidationError(
             f"priority {priority} is out of range; use {PRIORITY_MIN}..{PRIORITY_MAX} "
             "(higher runs first)"
         )
-    now = time.time() if now is None else now
-    run_at = _check_run_at(delay, run_at, now)
+    if delay is None and run_at is None:
+        run_at = 0.0
+    else:
+        run_at = _check_run_at(delay, run_at, time.time() if now is None else now)
     if depends_on is None:
         deps = ()
     else:
@@ -133,9 +144,12 @@ def make_spec(job_type, payload=None, *, priority=0, delay=None, run_at=None, de
             raise CycleError([id, id])
     if key is not None:
         key = _check_text("key", key, MAX_KEY_LENGTH)
-    max_attempts = check_positive_int("max_attempts", max_attempts)
-    timeout = check_duration("timeout", timeout)
-    lifetime = check_duration("lifetime", lifetime)
+    if max_attempts is not None:
+        max_attempts = check_positive_int("max_attempts", max_attempts)
+    if timeout is not None:
+        timeout = check_duration("timeout", timeout)
+    if lifetime is not None:
+        lifetime = check_duration("lifetime", lifetime)
     return JobSpec(
         id, job_type, encode_payload(job_type, payload, max_payload_bytes), priority, run_at,
         deps, key or "", max_attempts or 0,

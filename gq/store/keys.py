@@ -12,14 +12,16 @@ import struct
 from gq._core.seq import pack_u64, unpack_u64
 
 _READY_VALUE = struct.Struct(">i")
+pack_priority = _READY_VALUE.pack
+STATE_BYTES = tuple(bytes((state,)) for state in range(256))
 _TIME = struct.Struct(">QQ")
 
 __all__ = [
-    "pack_u64", "unpack_u64",
+    "pack_u64", "unpack_u64", "pack_priority", "STATE_BYTES",
     "ready_value", "parse_ready_value",
     "delayed_key", "parse_delayed_key",
     "listing_key", "listing_prefix",
-    "count_key", "parse_count_key",
+    "COUNT_PREFIX", "count_key", "parse_count_key",
     "dependent_key", "dependents_prefix",
 ]
 
@@ -28,7 +30,7 @@ __all__ = [
 # became ready, so the index doubles as a change feed: a dispatcher that has
 # seen everything up to seq N only scans keys after N (see docs/storage.md).
 def ready_value(priority: int, job_type: str, job_id: str) -> bytes:
-    return _READY_VALUE.pack(priority) + job_type.encode() + b"\0" + job_id.encode()
+    return pack_priority(priority) + job_type.encode() + b"\0" + job_id.encode()
 
 
 def parse_ready_value(value: bytes) -> tuple[int, str, str]:
@@ -50,7 +52,7 @@ def parse_delayed_key(key: bytes) -> tuple[float, int]:
 # listing: type + NUL + state + seq -> id.  Serves list(type=), list(state=)
 # (one prefix per type, merged by seq) and list(type=, state=).
 def listing_key(job_type: str, state: int, seq: int) -> bytes:
-    return job_type.encode() + b"\0" + bytes((state,)) + pack_u64(seq)
+    return job_type.encode() + b"\0" + STATE_BYTES[state] + pack_u64(seq)
 
 
 def listing_prefix(job_type: str, state: int | None = None) -> bytes:
@@ -58,14 +60,19 @@ def listing_prefix(job_type: str, state: int | None = None) -> bytes:
     return prefix if state is None else prefix + bytes((state,))
 
 
-# counts: state + type -> u64.  stats() and the depth limit read these instead
-# of scanning.
+# counts (kept in the meta table): prefix + state + type -> u64.  stats() and the
+# depth limit read these instead of scanning.
+COUNT_PREFIX = b"count:"
+
+
 def count_key(state: int, job_type: str) -> bytes:
-    return bytes((state,)) + job_type.encode()
+    return COUNT_PREFIX + STATE_BYTES[state] + job_type.encode()
 
 
 def parse_count_key(key: bytes) -> tuple[int, str]:
-    return key[0], bytes(key[1:]).decode()
+    key = bytes(key)
+    n = len(COUNT_PREFIX)
+    return key[n], key[n + 1:].decode()
 
 
 # dependents: dependency id + NUL + dependent id -> b"".  Who waits on a job.

@@ -6,10 +6,11 @@ Tables (LMDB named databases), all kept consistent by one transaction per change
   ready      ready_seq -> priority, type, id     scheduled and due; a change feed
   delayed    run_at µs, seq -> id                 scheduled, due in the future
   listing    type, state, seq -> id               list() and per-type scans
-  counts     state, type -> n                     stats() and the depth limit
   dependents dependency id, dependent id -> ""    who waits on a job
   keys       idempotency key -> id
-  meta       format, seq (the persisted counter), tag, paused:<type>
+  meta       format, seq (the persisted counter), tag, paused:<type>, and
+             count:<state><type> -> n for stats() and the depth limit (in meta,
+             not a table of its own: one B-tree less to copy on every commit)
 
 Opened the only way a committed transaction survives power loss: sync and
 metasync on, writemap off (writemap would turn a full disk into SIGBUS).
@@ -36,13 +37,14 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
 from gq.store import keys as K
 from gq.store.writer import GroupCommitWriter
 
-TABLES = ("jobs", "ready", "delayed", "listing", "counts", "dependents", "keys", "meta")
+TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys", "meta")
 MAX_READERS = 1024
 
 _META_FORMAT = b"format"
 _META_SEQ = b"seq"
 _META_TAG = b"tag"
 _PAUSED = b"paused:"
+_PLANNED_TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys")
 
 
 class _PartialWrite(Exception):
@@ -50,11 +52,17 @@ class _PartialWrite(Exception):
 
 
 class Batch:
-    """One write transaction of the group-commit writer, with the per-transaction
-    state ops share: the sequence counter and the count deltas (both written once
-    per transaction, not once per job)."""
+    """One write transaction of the group-commit writer, with the state its ops
+    share: the sequence counter and the count deltas (written once per
+    transaction, not once per job), and the rows of new jobs.
 
-    __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote")
+    New jobs are *planned* by submit ops (checked, numbered, encoded) and written
+    together, one putmulti per table, when the batch flushes — or earlier, as
+    soon as any other op reads the store, so every op sees what came before it.
+    """
+
+    __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
+                 "rows", "planned", "planned_keys")
 
     def __init__(self, store: "LMDBStore", txn):
         self.txn = txn
@@ -63,9 +71,14 @@ class Batch:
         self._seq = None
         self._count_deltas: dict[tuple[int, str], int] = {}
         self.wrote = False
+        self.rows: dict[str, list] = {name: [] for name in _PLANNED_TABLES}
+        self.planned: dict[str, int] = {}       # id -> state of jobs planned, not written
+        self.planned_keys: dict[str, str] = {}  # idempotency key -> planned job id
 
     # -- reads ----------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord | None:
+        if self.planned:
+            self.write_planned()
         raw = self.txn.get(job_id.encode(), db=self.db["jobs"])
         return None if raw is None else decode_record(raw, job_id)
 
@@ -106,7 +119,7 @@ class Batch:
         if rec.state == S.SCHEDULED:
             if rec.ready_seq:
                 txn.put(K.pack_u64(rec.ready_seq), K.ready_value(rec.priority, rec.type, rec.id),
-                        db=db["ready"])
+                        db=db["ready"], append=True)
             else:
                 txn.put(K.delayed_key(rec.run_at, rec.seq), rec.id.encode(), db=db["delayed"])
         self.add_count(rec.state, rec.type, 1)
@@ -133,6 +146,8 @@ class Batch:
         the new state's in, and the record itself."""
         old = rec.copy()
         rec.move_to(new_state)                 # InvalidTransition: nothing written yet
+        if self.planned:                       # keep ready keys appended in seq order
+            self.write_planned()
         for name, value in changes.items():
             setattr(rec, name, value)
         self.remove_indexes(old)
@@ -145,8 +160,30 @@ class Batch:
         self.put_record(rec)
         return rec
 
+    def write_planned(self) -> None:
+        """Write the planned new jobs: one C-level putmulti per table."""
+        txn, db, rows = self.txn, self.db, self.rows
+        self.wrote = True
+        with txn.cursor(db=db["jobs"]) as cur:
+            consumed, added = cur.putmulti(rows["jobs"], overwrite=False)
+        if added != consumed:   # a generated id already stored: impossible by design
+            raise RuntimeError("a generated job id collided with a stored job")
+        if rows["ready"]:       # fresh seqs sort after every stored key: append
+            with txn.cursor(db=db["ready"]) as cur:
+                cur.putmulti(rows["ready"], append=True)
+        for name in ("listing", "delayed", "dependents", "keys"):
+            if rows[name]:
+                with txn.cursor(db=db[name]) as cur:
+                    cur.putmulti(rows[name])
+        for table in rows.values():
+            table.clear()
+        self.planned.clear()
+        self.planned_keys.clear()
+
     def flush(self) -> None:
-        """Write the counter and the count deltas; called once before commit."""
+        """Write planned jobs, the counter and the count deltas; once, before commit."""
+        if self.planned:
+            self.write_planned()
         txn, db = self.txn, self.db
         if self._seq is not None:
             txn.put(_META_SEQ, self._seq.encode(), db=db["meta"])
@@ -154,12 +191,12 @@ class Batch:
             if not delta:
                 continue
             key = K.count_key(state, job_type)
-            raw = txn.get(key, db=db["counts"])
+            raw = txn.get(key, db=db["meta"])
             n = (K.unpack_u64(raw) if raw else 0) + delta
             if n > 0:
-                txn.put(key, K.pack_u64(n), db=db["counts"])
+                txn.put(key, K.pack_u64(n), db=db["meta"])
             else:
-                txn.delete(key, db=db["counts"])
+                txn.delete(key, db=db["meta"])
 
 
 class LMDBStore:
@@ -182,27 +219,36 @@ class LMDBStore:
     def _prepare(self) -> None:
         env = self._env
         env.reader_check()  # free reader slots of killed processes
-        with env.begin(write=True) as txn:
-            for name in TABLES:
-                self._db[name] = env.open_db(name.encode(), txn=txn)
-            meta = self._db["meta"]
-            stored = txn.get(_META_FORMAT, db=meta)
-            if stored is None:
-                if txn.stat(self._db["jobs"])["entries"]:
-                    raise DataDirError(f"data dir {self.path} holds jobs but no format "
-                                       "marker; it was not written by gq")
-                txn.put(_META_FORMAT, str(FORMAT_VERSION).encode(), db=meta)
-                txn.put(_META_TAG, secrets.token_hex(4).encode(), db=meta)
-                txn.put(_META_SEQ, SequenceCounter(0).encode(), db=meta)
-            elif stored != str(FORMAT_VERSION).encode():
-                raise DataDirError(
-                    f"data dir {self.path} was written in gq storage format "
-                    f"{bytes(stored).decode(errors='replace')}; this gq reads format "
-                    f"{FORMAT_VERSION}. Use the gq version that wrote it (or export and "
-                    "re-import the jobs)"
-                )
-            self.tag = bytes(txn.get(_META_TAG, db=meta)).decode()
-            self._check_counter(txn)
+        txn = env.begin(write=True)
+        try:
+            self._prepare_in(txn)
+        except BaseException:
+            txn.abort()   # explicitly: a traceback must not keep the writer lock alive
+            raise
+        txn.commit()
+
+    def _prepare_in(self, txn) -> None:
+        env = self._env
+        for name in TABLES:
+            self._db[name] = env.open_db(name.encode(), txn=txn)
+        meta = self._db["meta"]
+        stored = txn.get(_META_FORMAT, db=meta)
+        if stored is None:
+            if txn.stat(self._db["jobs"])["entries"]:
+                raise DataDirError(f"data dir {self.path} holds jobs but no format "
+                                   "marker; it was not written by gq")
+            txn.put(_META_FORMAT, str(FORMAT_VERSION).encode(), db=meta)
+            txn.put(_META_TAG, secrets.token_hex(4).encode(), db=meta)
+            txn.put(_META_SEQ, SequenceCounter(0).encode(), db=meta)
+        elif stored != str(FORMAT_VERSION).encode():
+            raise DataDirError(
+                f"data dir {self.path} was written in gq storage format "
+                f"{bytes(stored).decode(errors='replace')}; this gq reads format "
+                f"{FORMAT_VERSION}. Use the gq version that wrote it (or export and "
+                "re-import the jobs)"
+            )
+        self.tag = bytes(txn.get(_META_TAG, db=meta)).decode()
+        self._check_counter(txn)
 
     def _check_counter(self, txn) -> None:
         """The persisted counter must be past every seq in use, or ids and order
@@ -356,8 +402,14 @@ class LMDBStore:
         return out
 
     def _read_counts(self, txn) -> dict[tuple[int, str], int]:
-        with txn.cursor(db=self._db["counts"]) as cur:
-            return {K.parse_count_key(k): K.unpack_u64(v) for k, v in cur}
+        out = {}
+        with txn.cursor(db=self._db["meta"]) as cur:
+            if cur.set_range(K.COUNT_PREFIX):
+                for key, value in cur:
+                    if not bytes(key).startswith(K.COUNT_PREFIX):
+                        break
+                    out[K.parse_count_key(key)] = K.unpack_u64(value)
+        return out
 
     def counts(self):
         with self._read() as txn:
@@ -401,7 +453,9 @@ class LMDBStore:
 
 
 class _SubmitOp:
-    """The write op of submit / submit_many: checks everything, then writes."""
+    """The write op of submit / submit_many: checks everything first, then plans
+    the new jobs into the batch (written together with the other submits of the
+    same group commit)."""
 
     __slots__ = ("specs", "max_depth", "now")
 
@@ -411,14 +465,13 @@ class _SubmitOp:
         self.now = now
 
     def __call__(self, b: Batch) -> list[str]:
-        txn, db, now = b.txn, b.db, self.now
-        results: list[str | None] = [None] * len(self.specs)
-        fresh = []                     # (index, spec) of jobs to create
-        batch_ids = {s.id for s in self.specs if s.id is not None}
+        specs, now = self.specs, self.now
+        results: list[str | None] = [None] * len(specs)
+        fresh = []                         # (index, spec) of jobs to create
         key_creator: dict[str, int] = {}   # key -> index of the spec that creates its job
         folded = []                        # (index, creator index): same key, same job
         # 1. idempotency keys and caller-chosen ids
-        for i, spec in enumerate(self.specs):
+        for i, spec in enumerate(specs):
             if spec.key:
                 if spec.key in key_creator:
                     folded.append((i, key_creator[spec.key]))
@@ -428,27 +481,12 @@ class _SubmitOp:
                     results[i] = existing
                     continue
                 key_creator[spec.key] = i
-            if spec.id is not None and txn.get(spec.id.encode(), db=db["jobs"]) is not None:
+            if spec.id is not None and self._exists(b, spec.id):
                 raise DuplicateJobId(f"job id {spec.id!r} is already used by a stored job")
             fresh.append((i, spec))
         # 2. dependencies: stored and completed, stored and unfinished, or in this batch
-        created = {spec.id for _, spec in fresh if spec.id is not None}
-        waits = []
-        for i, spec in fresh:
-            unmet = False
-            for dep in spec.depends_on:
-                if dep in created:
-                    unmet = True
-                    continue
-                if dep in batch_ids:   # its spec was folded into an existing job by key
-                    raise ValidationError(
-                        f"a job depends on {dep!r}, which the batch did not create because "
-                        "its idempotency key matched an existing job; depend on that job instead")
-                rec = b.load(dep)
-                if rec is None:
-                    raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
-                unmet = unmet or rec.state != S.COMPLETED
-            waits.append(unmet)
+        waits = self._check_dependencies(b, fresh) if any(s.depends_on for s in specs) \
+            else [False] * len(fresh)
         # 3. the hard depth limit: retries never count here, only new submissions
         if self.max_depth is not None and fresh:
             depth = b.count(S.PENDING) + b.count(S.SCHEDULED)
@@ -458,47 +496,96 @@ class _SubmitOp:
                     f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
                     "Retry later or add workers"
                 )
-        # 4. writes
-        if not fresh:
-            for i, creator in folded:
-                results[i] = results[creator]
-            return results
-        first = b.take_seq(len(fresh))
-        tag = b.store.tag
-        jobs_db = db["jobs"]
-        for n, ((i, spec), unmet) in enumerate(zip(fresh, waits)):
-            seq = first + n
-            job_id = spec.id if spec.id is not None else f"{tag}-{seq:012x}"
-            state = S.PENDING if unmet else S.SCHEDULED
-            rec = JobRecord(
-                job_id, spec.type, spec.payload, state, priority=spec.priority, seq=seq,
-                ready_seq=seq if state == S.SCHEDULED and spec.run_at <= now else 0,
-                created_at=now, updated_at=now, run_at=spec.run_at,
-                max_attempts=spec.max_attempts, timeout=spec.timeout,
-                lifetime=spec.lifetime, depends_on=spec.depends_on, key=spec.key,
-            )
-            if not txn.put(job_id.encode(), rec.encode(), db=jobs_db, overwrite=False):
-                raise RuntimeError(f"generated id {job_id} already stored")  # aborts the batch
-            b.add_indexes(rec)
-            if unmet:
-                for dep in spec.depends_on:
-                    txn.put(K.dependent_key(dep, job_id), b"", db=db["dependents"])
-            if spec.key:
-                txn.put(spec.key.encode(), job_id.encode(), db=db["keys"])
-            results[i] = job_id
+        # 4. plan the rows (nothing below raises a GQError)
+        if fresh:
+            self._plan(b, fresh, waits, results)
         for i, creator in folded:
             results[i] = results[creator]
         return results
 
+    def _plan(self, b: Batch, fresh, waits, results) -> None:
+        now = self.now
+        first = b.take_seq(len(fresh))
+        tag = b.store.tag
+        rows = b.rows
+        jobs, ready, delayed, listing = rows["jobs"], rows["ready"], rows["delayed"], rows["listing"]
+        planned = b.planned
+        prefixes: dict[str, bytes] = {}        # type -> b"type\0"
+        pack_u64, pack_priority, state_bytes = K.pack_u64, K.pack_priority, K.STATE_BYTES
+        for n, ((i, spec), unmet) in enumerate(zip(fresh, waits)):
+            seq = first + n
+            job_id = spec.id if spec.id is not None else f"{tag}-{seq:012x}"
+            job_type = spec.type
+            type_prefix = prefixes.get(job_type)
+            if type_prefix is None:
+                type_prefix = prefixes[job_type] = K.listing_prefix(job_type)
+            state = S.PENDING if unmet else S.SCHEDULED
+            due = spec.run_at <= now
+            rec = JobRecord(
+                job_id, job_type, spec.payload, state, priority=spec.priority, seq=seq,
+                ready_seq=seq if state == S.SCHEDULED and due else 0,
+                created_at=now, updated_at=now, run_at=spec.run_at,
+                max_attempts=spec.max_attempts, timeout=spec.timeout,
+                lifetime=spec.lifetime, depends_on=spec.depends_on, key=spec.key,
+            )
+            id_bytes = job_id.encode()
+            seq_bytes = pack_u64(seq)
+            jobs.append((id_bytes, rec.encode()))
+            listing.append((type_prefix + state_bytes[state] + seq_bytes, id_bytes))
+            if state == S.SCHEDULED:
+                if due:
+                    ready.append((seq_bytes, pack_priority(spec.priority) + type_prefix + id_bytes))
+                else:
+                    delayed.append((K.delayed_key(spec.run_at, seq), id_bytes))
+            if unmet:
+                rows["dependents"].extend((K.dependent_key(dep, job_id), b"")
+                                          for dep in spec.depends_on)
+            if spec.key:
+                rows["keys"].append((spec.key.encode(), id_bytes))
+                b.planned_keys[spec.key] = job_id
+            planned[job_id] = state
+            b.add_count(state, job_type, 1)
+            results[i] = job_id
+
+    @staticmethod
+    def _exists(b: Batch, job_id: str) -> bool:
+        return job_id in b.planned or \
+            b.txn.get(job_id.encode(), db=b.db["jobs"]) is not None
+
+    def _check_dependencies(self, b: Batch, fresh) -> list[bool]:
+        batch_ids = {s.id for s in self.specs if s.id is not None}
+        created = {spec.id for _, spec in fresh if spec.id is not None}
+        waits = []
+        for i, spec in fresh:
+            unmet = False
+            for dep in spec.depends_on:
+                if dep in created or dep in b.planned:
+                    unmet = unmet or b.planned.get(dep) != S.COMPLETED
+                    continue
+                if dep in batch_ids:   # its spec was folded into an existing job by key
+                    raise ValidationError(
+                        f"a job depends on {dep!r}, which the batch did not create because "
+                        "its idempotency key matched an existing job; depend on that job instead")
+                raw = b.txn.get(dep.encode(), db=b.db["jobs"])
+                if raw is None:
+                    raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
+                unmet = unmet or decode_record(raw, dep).state != S.COMPLETED
+            waits.append(unmet)
+        return waits
+
     @staticmethod
     def _live_key_owner(b: Batch, key: str) -> str | None:
+        planned = b.planned_keys.get(key)
+        if planned is not None:
+            return planned
         raw = b.txn.get(key.encode(), db=b.db["keys"])
         if raw is None:
             return None
-        owner = b.load(bytes(raw).decode())
-        if owner is None or S.is_terminal(owner.state):
+        job_id = bytes(raw).decode()
+        owner = b.txn.get(raw, db=b.db["jobs"])
+        if owner is None or S.is_terminal(decode_record(owner, job_id).state):
             return None
-        return owner.id
+        return job_id
 
 
 # -- one environment per (process, path) --------------------------------------

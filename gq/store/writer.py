@@ -13,8 +13,12 @@ batch still commit. An op that fails any other way (a bug, an LMDB error) aborts
 the whole transaction; the writer then re-runs the batch's ops one per
 transaction, so one broken op cannot take its neighbours' writes with it.
 
-Writes run here, never on an event loop: `begin(write=True)` blocks while another
-process holds LMDB's writer lock.
+Who runs a batch: a synchronous caller that finds no batch in progress leads one
+itself, in its own thread (no hand-off to wake, which matters when each commit
+is a single job); everything else — coroutines' ops, ops that arrive while a
+batch is being written — is led by the writer thread. Writes never run on an
+event loop: `begin(write=True)` blocks while another process holds LMDB's
+writer lock.
 """
 
 from __future__ import annotations
@@ -63,13 +67,15 @@ class GroupCommitWriter:
         self._pending: collections.deque[_Op] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
+        self._leading = False    # a batch is being written (by a caller or the thread)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def call(self, fn):
         """Run `fn(batch)` in the next group commit; return its result once durable."""
         op = _Op(fn)
-        self._enqueue(op)
+        if self._enqueue(op, may_lead=True):
+            self._lead()
         op.done.acquire()
         if op.error is not None:
             raise op.error
@@ -78,15 +84,36 @@ class GroupCommitWriter:
     async def acall(self, fn, loop):
         """`call` for coroutines: the event loop keeps running while the commit happens."""
         op = _Op(fn, loop, loop.create_future())
-        self._enqueue(op)
+        self._enqueue(op, may_lead=False)
         return await op.future
 
-    def _enqueue(self, op: _Op) -> None:
+    def _enqueue(self, op: _Op, may_lead: bool) -> bool:
+        """Queue `op`; True if the caller must now lead a batch itself."""
         with self._cond:
             if self._closing:
                 raise GQError("the queue is closed")
             self._pending.append(op)
-            if len(self._pending) == 1:
+            if self._leading:
+                return False
+            if may_lead:
+                self._leading = True
+                return True
+            self._cond.notify()
+            return False
+
+    def _take(self) -> list:
+        pending = self._pending
+        n = min(len(pending), MAX_OPS_PER_BATCH)
+        return [pending.popleft() for _ in range(n)]
+
+    def _lead(self) -> None:
+        """Write one batch in the calling thread, then hand leadership back."""
+        with self._cond:
+            ops = self._take()
+        self._write(ops)
+        with self._cond:
+            self._leading = False
+            if self._pending or self._closing:
                 self._cond.notify()
 
     def close(self) -> None:
@@ -98,22 +125,26 @@ class GroupCommitWriter:
             self._thread.join()
 
     def _loop(self) -> None:
-        pending = self._pending
         while True:
             with self._cond:
-                while not pending and not self._closing:
+                while self._leading or not (self._pending or self._closing):
                     self._cond.wait()
-                if not pending:
-                    return
-                n = min(len(pending), MAX_OPS_PER_BATCH)
-                ops = [pending.popleft() for _ in range(n)]
-            try:
-                self._run_batch(ops)
-            except BaseException as e:  # nothing committed; never leave a caller waiting
-                error = e if isinstance(e, Exception) else GQError(f"writer stopped: {e!r}")
-                for op in ops:
-                    op.result, op.error = None, error
-            self._wake(ops)
+                if not self._pending:
+                    return   # closing, and nothing left to write
+                self._leading = True
+                ops = self._take()
+            self._write(ops)
+            with self._cond:
+                self._leading = False
+
+    def _write(self, ops) -> None:
+        try:
+            self._run_batch(ops)
+        except BaseException as e:  # nothing committed; never leave a caller waiting
+            error = e if isinstance(e, Exception) else GQError(f"writer stopped: {e!r}")
+            for op in ops:
+                op.result, op.error = None, error
+        self._wake(ops)
 
     @staticmethod
     def _wake(ops) -> None:
