@@ -71,16 +71,16 @@ def test_incompatible_format_version(data_dir):
     with gq.Queue(data_dir) as q:
         jid = q.submit("a", {"x": 1})
     env = lmdb.open(data_dir, max_dbs=16)
-    meta = env.open_db(b"meta")
+    meta = env.open_db(b"index")
     with env.begin(write=True) as txn:
-        txn.put(b"format", b"99", db=meta)
+        txn.put(b"Mformat", b"99", db=meta)
     env.close()
     with pytest.raises(gq.DataDirError, match="format 99; this gq reads format 1"):
         gq.Queue(data_dir)
     env = lmdb.open(data_dir, max_dbs=16)
-    meta = env.open_db(b"meta")
+    meta = env.open_db(b"index")
     with env.begin(write=True) as txn:
-        txn.put(b"format", b"1", db=meta)
+        txn.put(b"Mformat", b"1", db=meta)
     env.close()
     with gq.Queue(data_dir) as q:
         assert q.get(jid).payload == {"x": 1}

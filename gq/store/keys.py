@@ -1,4 +1,9 @@
-"""Byte layouts of the LMDB index keys and values.
+"""Byte layouts of the keys and values of the `index` table.
+
+All indexes and the metadata share one LMDB table, told apart by a one-byte
+prefix: a submit then copies two B-trees (jobs, index) per commit instead of
+one per index, and each commit's fsync carries fewer pages. Ready entries have
+the highest prefix, so fresh (ever larger) seqs are appended at the very end.
 
 Every key is built so that LMDB's byte order is the order we want to scan in:
 big-endian integers, a NUL after variable-length text (ids and types never
@@ -16,8 +21,24 @@ pack_priority = _READY_VALUE.pack
 STATE_BYTES = tuple(bytes((state,)) for state in range(256))
 _TIME = struct.Struct(">QQ")
 
+# Prefixes: every one sorts below READY (b"r"); see the module docstring.
+META = b"M"          # format, seq, tag, paused:<type>
+COUNT_PREFIX = b"C"  # state + type -> n
+LISTING = b"L"
+DELAYED = b"D"
+DEPENDENTS = b"P"
+KEYS = b"K"
+READY = b"r"
+
+META_FORMAT = META + b"format"
+META_SEQ = META + b"seq"
+META_TAG = META + b"tag"
+PAUSED = META + b"paused:"
+
 __all__ = [
     "pack_u64", "unpack_u64", "pack_priority", "STATE_BYTES",
+    "META_FORMAT", "META_SEQ", "META_TAG", "PAUSED", "READY",
+    "ready_key", "parse_ready_key", "idempotency_key",
     "ready_value", "parse_ready_value",
     "delayed_key", "parse_delayed_key",
     "listing_key", "listing_prefix",
@@ -29,6 +50,14 @@ __all__ = [
 # ready: seq -> priority + type + NUL + id.  Keyed by the seq the job got when it
 # became ready, so the index doubles as a change feed: a dispatcher that has
 # seen everything up to seq N only scans keys after N (see docs/storage.md).
+def ready_key(seq: int) -> bytes:
+    return READY + pack_u64(seq)
+
+
+def parse_ready_key(key: bytes) -> int:
+    return unpack_u64(bytes(key[1:]))
+
+
 def ready_value(priority: int, job_type: str, job_id: str) -> bytes:
     return pack_priority(priority) + job_type.encode() + b"\0" + job_id.encode()
 
@@ -41,28 +70,27 @@ def parse_ready_value(value: bytes) -> tuple[int, str, str]:
 
 # delayed: run_at (µs since the epoch) + seq -> id; scheduled jobs not yet due.
 def delayed_key(run_at: float, seq: int) -> bytes:
-    return _TIME.pack(max(0, int(run_at * 1_000_000)), seq)
+    return DELAYED + _TIME.pack(max(0, int(run_at * 1_000_000)), seq)
 
 
 def parse_delayed_key(key: bytes) -> tuple[float, int]:
-    micros, seq = _TIME.unpack(key)
+    micros, seq = _TIME.unpack(bytes(key[1:]))
     return micros / 1_000_000, seq
 
 
 # listing: type + NUL + state + seq -> id.  Serves list(type=), list(state=)
 # (one prefix per type, merged by seq) and list(type=, state=).
 def listing_key(job_type: str, state: int, seq: int) -> bytes:
-    return job_type.encode() + b"\0" + STATE_BYTES[state] + pack_u64(seq)
+    return LISTING + job_type.encode() + b"\0" + STATE_BYTES[state] + pack_u64(seq)
 
 
 def listing_prefix(job_type: str, state: int | None = None) -> bytes:
-    prefix = job_type.encode() + b"\0"
+    prefix = LISTING + job_type.encode() + b"\0"
     return prefix if state is None else prefix + bytes((state,))
 
 
-# counts (kept in the meta table): prefix + state + type -> u64.  stats() and the
-# depth limit read these instead of scanning.
-COUNT_PREFIX = b"count:"
+# counts: prefix + state + type -> u64.  stats() and the depth limit read these
+# instead of scanning.
 
 
 def count_key(state: int, job_type: str) -> bytes:
@@ -77,8 +105,12 @@ def parse_count_key(key: bytes) -> tuple[int, str]:
 
 # dependents: dependency id + NUL + dependent id -> b"".  Who waits on a job.
 def dependent_key(dependency: str, dependent: str) -> bytes:
-    return dependency.encode() + b"\0" + dependent.encode()
+    return DEPENDENTS + dependency.encode() + b"\0" + dependent.encode()
 
 
 def dependents_prefix(dependency: str) -> bytes:
-    return dependency.encode() + b"\0"
+    return DEPENDENTS + dependency.encode() + b"\0"
+
+
+def idempotency_key(key: str) -> bytes:
+    return KEYS + key.encode()

@@ -1,16 +1,18 @@
 """The embedded store: one LMDB environment in the data dir.
 
-Tables (LMDB named databases), all kept consistent by one transaction per change:
+Two LMDB tables, kept consistent by one transaction per change: `jobs`
+(id -> record: gq._core.codec header + CRC32C + JSON) and `index`, which holds
+every index under its own key prefix (gq.store.keys):
 
-  jobs       id -> record (gq._core.codec: header + CRC32C + JSON)
   ready      ready_seq -> priority, type, id     scheduled and due; a change feed
   delayed    run_at µs, seq -> id                 scheduled, due in the future
   listing    type, state, seq -> id               list() and per-type scans
+  counts     state, type -> n                     stats() and the depth limit
   dependents dependency id, dependent id -> ""    who waits on a job
   keys       idempotency key -> id
-  meta       format, seq (the persisted counter), tag, paused:<type>, and
-             count:<state><type> -> n for stats() and the depth limit (in meta,
-             not a table of its own: one B-tree less to copy on every commit)
+  meta       format, seq (the persisted counter), tag, paused:<type>
+
+The code names the logical tables (`db["ready"]`, ...); they map to `index`.
 
 Opened the only way a committed transaction survives power loss: sync and
 metasync on, writemap off (writemap would turn a full disk into SIGBUS).
@@ -37,13 +39,11 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
 from gq.store import keys as K
 from gq.store.writer import GroupCommitWriter
 
-TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys", "meta")
+TABLES = ("jobs", "index")
+LOGICAL_TABLES = ("ready", "delayed", "listing", "dependents", "keys", "meta")
 MAX_READERS = 1024
 
-_META_FORMAT = b"format"
-_META_SEQ = b"seq"
-_META_TAG = b"tag"
-_PAUSED = b"paused:"
+_META_FORMAT, _META_SEQ, _META_TAG, _PAUSED = K.META_FORMAT, K.META_SEQ, K.META_TAG, K.PAUSED
 _PLANNED_TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys")
 
 
@@ -118,7 +118,7 @@ class Batch:
         txn.put(K.listing_key(rec.type, rec.state, rec.seq), rec.id.encode(), db=db["listing"])
         if rec.state == S.SCHEDULED:
             if rec.ready_seq:
-                txn.put(K.pack_u64(rec.ready_seq), K.ready_value(rec.priority, rec.type, rec.id),
+                txn.put(K.ready_key(rec.ready_seq), K.ready_value(rec.priority, rec.type, rec.id),
                         db=db["ready"], append=True)
             else:
                 txn.put(K.delayed_key(rec.run_at, rec.seq), rec.id.encode(), db=db["delayed"])
@@ -131,7 +131,7 @@ class Batch:
         txn.delete(K.listing_key(rec.type, rec.state, rec.seq), db=db["listing"])
         if rec.state == S.SCHEDULED:
             if rec.ready_seq:
-                txn.delete(K.pack_u64(rec.ready_seq), db=db["ready"])
+                txn.delete(K.ready_key(rec.ready_seq), db=db["ready"])
             else:
                 txn.delete(K.delayed_key(rec.run_at, rec.seq), db=db["delayed"])
         self.add_count(rec.state, rec.type, -1)
@@ -231,6 +231,8 @@ class LMDBStore:
         env = self._env
         for name in TABLES:
             self._db[name] = env.open_db(name.encode(), txn=txn)
+        for name in LOGICAL_TABLES:
+            self._db[name] = self._db["index"]
         meta = self._db["meta"]
         stored = txn.get(_META_FORMAT, db=meta)
         if stored is None:
@@ -255,10 +257,11 @@ class LMDBStore:
         would repeat: refuse to open a store whose metadata disagrees."""
         counter = SequenceCounter.decode(txn.get(_META_SEQ, db=self._db["meta"]))
         with txn.cursor(db=self._db["ready"]) as cur:
-            if cur.last() and K.unpack_u64(cur.key()) > counter.last:
+            if cur.last() and bytes(cur.key()).startswith(K.READY) and \
+                    K.parse_ready_key(cur.key()) > counter.last:
                 raise DataDirError(
                     f"data dir {self.path}: sequence counter {counter.last} is behind a "
-                    f"stored job ({K.unpack_u64(cur.key())}); the metadata is damaged, "
+                    f"stored job ({K.parse_ready_key(cur.key())}); the metadata is damaged, "
                     "run `gq check`"
                 )
 
@@ -428,11 +431,11 @@ class LMDBStore:
     def ready_after(self, seq, limit):
         out = []
         with self._read() as txn, txn.cursor(db=self._db["ready"]) as cur:
-            if cur.set_range(K.pack_u64(seq + 1)):
+            if cur.set_range(K.ready_key(seq + 1)):
                 for key, value in cur:
-                    if len(out) >= limit:
+                    if len(out) >= limit or not bytes(key).startswith(K.READY):
                         break
-                    out.append((K.unpack_u64(key), *K.parse_ready_value(value)))
+                    out.append((K.parse_ready_key(key), *K.parse_ready_value(value)))
         return out
 
     def last_seq(self) -> int:
@@ -510,8 +513,9 @@ class _SubmitOp:
         rows = b.rows
         jobs, ready, delayed, listing = rows["jobs"], rows["ready"], rows["delayed"], rows["listing"]
         planned = b.planned
-        prefixes: dict[str, bytes] = {}        # type -> b"type\0"
+        prefixes: dict[str, bytes] = {}        # type -> listing prefix b"Ltype\0"
         pack_u64, pack_priority, state_bytes = K.pack_u64, K.pack_priority, K.STATE_BYTES
+        ready_prefix = K.READY
         for n, ((i, spec), unmet) in enumerate(zip(fresh, waits)):
             seq = first + n
             job_id = spec.id if spec.id is not None else f"{tag}-{seq:012x}"
@@ -534,14 +538,15 @@ class _SubmitOp:
             listing.append((type_prefix + state_bytes[state] + seq_bytes, id_bytes))
             if state == S.SCHEDULED:
                 if due:
-                    ready.append((seq_bytes, pack_priority(spec.priority) + type_prefix + id_bytes))
+                    ready.append((ready_prefix + seq_bytes,
+                                  pack_priority(spec.priority) + type_prefix[1:] + id_bytes))
                 else:
                     delayed.append((K.delayed_key(spec.run_at, seq), id_bytes))
             if unmet:
                 rows["dependents"].extend((K.dependent_key(dep, job_id), b"")
                                           for dep in spec.depends_on)
             if spec.key:
-                rows["keys"].append((spec.key.encode(), id_bytes))
+                rows["keys"].append((K.idempotency_key(spec.key), id_bytes))
                 b.planned_keys[spec.key] = job_id
             planned[job_id] = state
             b.add_count(state, job_type, 1)
@@ -578,7 +583,7 @@ class _SubmitOp:
         planned = b.planned_keys.get(key)
         if planned is not None:
             return planned
-        raw = b.txn.get(key.encode(), db=b.db["keys"])
+        raw = b.txn.get(K.idempotency_key(key), db=b.db["keys"])
         if raw is None:
             return None
         job_id = bytes(raw).decode()

@@ -1,0 +1,42 @@
+"""Baselines measured in the same run as gq, so figures are ratios, not bare times."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import lmdb
+
+
+def fsync_rate(directory: str, seconds: float = 1.0) -> float:
+    """fdatasync() calls per second on the disk holding `directory` (4 KiB writes)."""
+    path = os.path.join(directory, ".fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        block = b"x" * 4096
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            os.pwrite(fd, block, (n % 16) * 4096)
+            os.fdatasync(fd)
+            n += 1
+        return n / (time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+class RawLMDB:
+    """The floor for one durable write: one put, one synced commit, plain py-lmdb."""
+
+    def __init__(self, directory: str):
+        self.env = lmdb.open(os.path.join(directory, "raw-lmdb"), map_size=1 << 32,
+                             sync=True, metasync=True, writemap=False)
+        self.n = 0
+
+    def put_one(self, value: bytes) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(b"%016d" % self.n, value)
+        self.n += 1
+
+    def close(self) -> None:
+        self.env.close()
