@@ -32,5 +32,7 @@ extensions = [
     for name in MODULES
 ]
 
+# force=True: cythonize only regenerates C when a .pyx changes, so without it a
+# release build after a GQ_DEBUG=1 build would silently reuse the debug C.
 setup(ext_modules=cythonize(extensions, compiler_directives=directives,
-                            gdb_debug=DEBUG, force=DEBUG))
+                            gdb_debug=DEBUG, force=True))

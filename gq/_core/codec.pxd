@@ -18,9 +18,12 @@ cdef class JobRecord:
     # Changed only by move_to (the lifecycle gate) or restored by decode_record.
     cdef readonly int state
 
-    cdef public int32_t priority
-    cdef public uint32_t attempts, max_attempts, crashes
-    cdef public uint64_t seq, ready_seq
+    # Behind properties too: Cython would silently truncate a float assigned
+    # to a C integer attribute; these refuse anything but int.
+    cdef int32_t _priority
+    cdef uint32_t _attempts, _max_attempts, _crashes
+    cdef uint64_t _seq, _ready_seq
+
     cdef public double created_at, updated_at, run_at, started_at, finished_at
     cdef public double timeout, lifetime, lease_deadline
 

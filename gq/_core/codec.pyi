@@ -1,9 +1,10 @@
-from typing import Final, Iterable
+from typing import Final, Iterable, final
 
 from typing_extensions import Buffer
 
 FORMAT_VERSION: Final[int]
 
+@final
 class JobRecord:
     id: str
     type: str
@@ -66,7 +67,7 @@ class JobRecord:
     def encode(self) -> bytes: ...
     def copy(self) -> JobRecord: ...
     def __copy__(self) -> JobRecord: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     __hash__: None  # type: ignore[assignment]
 
 def decode_record(data: Buffer, job_id: str | None = None) -> JobRecord: ...

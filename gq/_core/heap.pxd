@@ -20,7 +20,7 @@ cdef struct Bucket:         # one id-table bucket, 8 bytes
     uint32_t tag            # low 32 bits of the id's hash: the home bucket, and
                             # most probes never touch the slot
 
-cdef struct TypeHeap:       # one binary heap per job type
+cdef struct TypeHeap:       # one 4-ary heap per job type
     Entry *entries
     Py_ssize_t n, cap
     PyObject *name          # owned reference
@@ -46,7 +46,7 @@ cdef class ReadyHeap:
     cdef Py_ssize_t *_heads                 # heap of the active types, by head entry
     cdef Py_ssize_t _nheads
 
-    cpdef push(self, str job_id, str job_type, long long priority, unsigned long long seq)
+    cpdef push(self, str job_id, str job_type, priority, seq)
     cpdef pop(self)
     cpdef peek(self)
     cpdef bint remove(self, str job_id) except -1

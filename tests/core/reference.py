@@ -1,9 +1,20 @@
-"""Pure-Python reference models the compiled core is tested against.
+"""Pure-Python reference models the compiled core is tested against, and a
+seeded random source.
 
-Deliberately naive (a dict and a sort) so that they are obviously right.
+The models are deliberately naive (a dict and a sort) so that they are
+obviously right.
 """
 
 from __future__ import annotations
+
+import os
+import random
+
+
+def seeded_random() -> tuple[random.Random, int]:
+    """A Random and its seed (GQ_TEST_SEED=<seed> replays a failure)."""
+    seed = int(os.environ.get("GQ_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    return random.Random(seed), seed
 
 # The lifecycle, written out by hand (docs/state_machine.md). "submit" is the
 # pseudo-state a new job comes from.
