@@ -103,6 +103,18 @@ class InvalidTransition(GQError):
         super().__init__(msg)
 
 
+class LeaseLost(GQError):
+    """A worker tried to finish a job it no longer holds (its lease expired, the
+    job was cancelled or recovered and re-run): the stale result is refused."""
+
+    def __init__(self, job_id: str, attempt: int, now_state: str, now_attempt: int):
+        self.job_id = job_id
+        super().__init__(
+            f"completion of job {job_id!r} attempt {attempt} refused: the lease is no "
+            f"longer held (the job is now {now_state}, attempt {now_attempt})"
+        )
+
+
 class NotRetriable(InvalidTransition):
     """`retry` of a `failed` job: permanent failures are not retried; submit a
     corrected job instead."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import heapq
 import os
 import secrets
@@ -34,9 +35,10 @@ from gq._core import states as S
 from gq._core.codec import FORMAT_VERSION, JobRecord, decode_record
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
-                       JobNotFound, NotRetriable, PersistenceError, QueueFull,
+                       JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
                        StorageFull, UnknownDependency, ValidationError)
 from gq.store import keys as K
+from gq.store.doorbell import Doorbell
 from gq.store.writer import GroupCommitWriter
 
 TABLES = ("jobs", "index")
@@ -62,7 +64,8 @@ class Batch:
     """
 
     __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
-                 "rows", "planned", "planned_keys")
+                 "rows", "planned", "planned_keys", "ring", "_has_dependents",
+                 "_jobs_cur", "_index_cur")
 
     def __init__(self, store: "LMDBStore", txn):
         self.txn = txn
@@ -74,12 +77,18 @@ class Batch:
         self.rows: dict[str, list] = {name: [] for name in _PLANNED_TABLES}
         self.planned: dict[str, int] = {}       # id -> state of jobs planned, not written
         self.planned_keys: dict[str, str] = {}  # idempotency key -> planned job id
+        self.ring = False   # wake workers after commit: work became ready, or a cancel
+        self._has_dependents: bool | None = None
+        # Hot paths use cursors and positional arguments: py-lmdb's keyword
+        # parsing costs more than the B-tree operation itself.
+        self._jobs_cur = txn.cursor(db=store._db["jobs"])
+        self._index_cur = txn.cursor(db=store._db["index"])
 
     # -- reads ----------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord | None:
         if self.planned:
             self.write_planned()
-        raw = self.txn.get(job_id.encode(), db=self.db["jobs"])
+        raw = self._jobs_cur.get(job_id.encode())
         return None if raw is None else decode_record(raw, job_id)
 
     def load_existing(self, job_id: str) -> JobRecord:
@@ -120,6 +129,7 @@ class Batch:
             if rec.ready_seq:
                 txn.put(K.ready_key(rec.ready_seq), K.ready_value(rec.priority, rec.type, rec.id),
                         db=db["ready"], append=True)
+                self.ring = True
             else:
                 txn.put(K.delayed_key(rec.run_at, rec.seq), rec.id.encode(), db=db["delayed"])
         self.add_count(rec.state, rec.type, 1)
@@ -138,27 +148,64 @@ class Batch:
 
     def put_record(self, rec: JobRecord) -> None:
         self.wrote = True
-        self.txn.put(rec.id.encode(), rec.encode(), db=self.db["jobs"])
+        self._jobs_cur.put(rec.id.encode(), rec.encode())
 
     def move(self, rec: JobRecord, new_state: int, now: float, **changes) -> JobRecord:
         """Change a stored job's state: the gate first (raises before any write),
         then `changes` (other fields), then the old state's index entries out and
-        the new state's in, and the record itself."""
-        old = rec.copy()
+        the new state's in, and the record itself.
+
+        The hot path of every claim and completion, so written out flat: the same
+        work as remove_indexes(old) + add_indexes(rec), without the copy."""
+        old_state, old_ready_seq, old_run_at = rec.state, rec.ready_seq, rec.run_at
         rec.move_to(new_state)                 # InvalidTransition: nothing written yet
         if self.planned:                       # keep ready keys appended in seq order
             self.write_planned()
+        self.wrote = True
         for name, value in changes.items():
             setattr(rec, name, value)
-        self.remove_indexes(old)
+        txn, index, index_cur = self.txn, self.db["index"], self._index_cur
+        job_type, seq, id_bytes = rec.type, rec.seq, rec.id.encode()
+        type_prefix = self.store.listing_prefix(job_type)
+        seq_bytes = K.pack_u64(seq)
+        # out of the old state's indexes
+        txn.delete(type_prefix + K.STATE_BYTES[old_state] + seq_bytes, b"", index)
+        if old_state == S.SCHEDULED:
+            if old_ready_seq:
+                txn.delete(K.ready_key(old_ready_seq), b"", index)
+            else:
+                txn.delete(K.delayed_key(old_run_at, seq), b"", index)
+        deltas = self._count_deltas
+        key = (old_state, job_type)
+        deltas[key] = deltas.get(key, 0) - 1
+        # into the new state's
+        index_cur.put(type_prefix + K.STATE_BYTES[new_state] + seq_bytes, id_bytes)
         if new_state == S.SCHEDULED:
-            rec.ready_seq = self.take_seq() if rec.run_at <= now else 0
+            if rec.run_at <= now:
+                rec.ready_seq = self.take_seq()
+                index_cur.put(K.ready_key(rec.ready_seq),           # append: a fresh seq
+                              K.pack_priority(rec.priority) + type_prefix[1:] + id_bytes,
+                              True, True, True)
+                self.ring = True
+            else:
+                rec.ready_seq = 0
+                index_cur.put(K.delayed_key(rec.run_at, seq), id_bytes)
         else:
             rec.ready_seq = 0
+        key = (new_state, job_type)
+        deltas[key] = deltas.get(key, 0) + 1
         rec.updated_at = now
-        self.add_indexes(rec)
-        self.put_record(rec)
+        self._jobs_cur.put(id_bytes, rec.encode())
         return rec
+
+    def dependents_exist(self) -> bool:
+        """Whether any job waits on another at all (read once per transaction), so
+        completions skip the dependents scan in the common case."""
+        if self._has_dependents is None:
+            with self.txn.cursor(db=self.db["dependents"]) as cur:
+                self._has_dependents = bool(cur.set_range(K.DEPENDENTS)) and \
+                    bytes(cur.key()).startswith(K.DEPENDENTS)
+        return self._has_dependents
 
     def write_planned(self) -> None:
         """Write the planned new jobs: one C-level putmulti per table."""
@@ -171,6 +218,7 @@ class Batch:
         if rows["ready"]:       # fresh seqs sort after every stored key: append
             with txn.cursor(db=db["ready"]) as cur:
                 cur.putmulti(rows["ready"], append=True)
+            self.ring = True
         for name in ("listing", "delayed", "dependents", "keys"):
             if rows[name]:
                 with txn.cursor(db=db[name]) as cur:
@@ -212,6 +260,8 @@ class LMDBStore:
         except BaseException:
             self._env.close()
             raise
+        self._listing_prefixes: dict[str, bytes] = {}
+        self.doorbell = Doorbell(path)
         self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{path}")
         self._closed = False
 
@@ -265,6 +315,15 @@ class LMDBStore:
                     "run `gq check`"
                 )
 
+    def listing_prefix(self, job_type: str) -> bytes:
+        """b"L<type>\\0", cached: job types are few and every move needs one."""
+        prefix = self._listing_prefixes.get(job_type)
+        if prefix is None:
+            if len(self._listing_prefixes) > 10_000:
+                self._listing_prefixes.clear()
+            prefix = self._listing_prefixes[job_type] = K.listing_prefix(job_type)
+        return prefix
+
     # -- the writer's side ----------------------------------------------------
     def _run_batch(self, ops) -> None:
         try:
@@ -303,6 +362,8 @@ class LMDBStore:
             txn.abort()
             raise
         txn.commit()   # sync=True: returns after the data and meta pages are on disk
+        if batch.ring:
+            self.doorbell.ring()
 
     def _translate(self, e: Exception) -> Exception:
         if isinstance(e, GQError):
@@ -335,6 +396,8 @@ class LMDBStore:
     def cancel(self, job_id, *, now):
         def op(b: Batch):
             rec = b.load_existing(job_id)
+            if rec.state == S.RUNNING:
+                b.ring = True   # its worker must stop the handler
             return b.move(rec, S.CANCELLED, now, finished_at=now)
         return self._write(op)
 
@@ -348,6 +411,79 @@ class LMDBStore:
             return b.move(rec, S.SCHEDULED, now, attempts=0, crashes=0, run_at=0.0,
                           finished_at=0.0)
         return self._write(op)
+
+    # -- the worker's side (every method also has an `a`-prefixed coroutine twin) --
+    def claim(self, candidates, *, owner, lease_deadline, now):
+        """scheduled -> running for each (id, ready_seq) that is still ready as the
+        dispatcher saw it; stale candidates (claimed elsewhere, cancelled,
+        re-queued since) are skipped. Returns the claimed records (attempts + 1,
+        leased to `owner` until `lease_deadline`, a time.monotonic() value)."""
+        return self._write(functools.partial(_claim, candidates, owner, lease_deadline, now))
+
+    def finish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
+               run_at=0.0):
+        """Record the outcome of attempt `attempt`: running -> completed | scheduled
+        (retry at `run_at`) | failed | dead_letter. Fenced: refused with LeaseLost
+        unless the job is still running under this owner and attempt. Completing
+        a job releases dependents whose dependencies are now all completed."""
+        return self._write(functools.partial(_finish, job_id, attempt, owner, state, now,
+                                             result, error, run_at))
+
+    def extend(self, leases, *, owner, lease_deadline):
+        """Heartbeat: push the lease deadline of each held (id, attempt). Returns
+        the ids whose lease is gone (cancelled, recovered): stop their handlers."""
+        return self._write(functools.partial(_extend, leases, owner, lease_deadline))
+
+    def promote_due(self, *, now, limit=1000):
+        """Delayed jobs whose run_at has come -> ready (fresh ready seqs, in due
+        order). Returns how many moved."""
+        return self._write(functools.partial(_promote_due, now, limit))
+
+    async def aclaim(self, candidates, *, owner, lease_deadline, now):
+        return await self._awrite(functools.partial(_claim, candidates, owner,
+                                                    lease_deadline, now))
+
+    async def afinish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
+                      run_at=0.0):
+        return await self._awrite(functools.partial(_finish, job_id, attempt, owner, state,
+                                                    now, result, error, run_at))
+
+    async def afinish_and_claim(self, job_id, *, attempt, owner, state, now, result=b"",
+                                error=b"", run_at=0.0, candidates=(), lease_deadline=0.0):
+        """`afinish` and `aclaim` in one transaction: a busy worker refills the slot
+        a job frees with the same commit that records its outcome. Returns
+        (LeaseLost or None, claimed records); a refused finish still claims."""
+        return await self._awrite(functools.partial(
+            _finish_and_claim, job_id, attempt, owner, state, now, result, error, run_at,
+            candidates, lease_deadline))
+
+    async def aextend(self, leases, *, owner, lease_deadline):
+        return await self._awrite(functools.partial(_extend, leases, owner, lease_deadline))
+
+    async def apromote_due(self, *, now, limit=1000):
+        return await self._awrite(functools.partial(_promote_due, now, limit))
+
+    def next_due(self) -> float | None:
+        """run_at of the earliest delayed job, or None."""
+        with self._read() as txn, txn.cursor(db=self._db["delayed"]) as cur:
+            if cur.set_range(K.DELAYED) and bytes(cur.key()).startswith(K.DELAYED):
+                return K.parse_delayed_key(cur.key())[0]
+        return None
+
+    def states_of(self, job_ids) -> dict[str, tuple[int, int, str]]:
+        """(state, attempts, lease_owner) of each job, read without the writer."""
+        out = {}
+        with self._read() as txn:
+            for job_id in job_ids:
+                raw = txn.get(job_id.encode(), db=self._db["jobs"])
+                if raw is not None:
+                    rec = decode_record(raw, job_id)
+                    out[job_id] = (rec.state, rec.attempts, rec.lease_owner)
+        return out
+
+    async def _awrite(self, fn):
+        self._check_open()
+        return await self._writer.acall(fn, asyncio.get_running_loop())
 
     def set_paused(self, job_type, paused):
         def op(b: Batch):
@@ -452,6 +588,7 @@ class LMDBStore:
             return
         self._writer.close()
         self._closed = True
+        self.doorbell.close()
         self._env.close()
 
 
@@ -545,6 +682,7 @@ class _SubmitOp:
             if unmet:
                 rows["dependents"].extend((K.dependent_key(dep, job_id), b"")
                                           for dep in spec.depends_on)
+                b._has_dependents = True
             if spec.key:
                 rows["keys"].append((K.idempotency_key(spec.key), id_bytes))
                 b.planned_keys[spec.key] = job_id
@@ -591,6 +729,112 @@ class _SubmitOp:
         if owner is None or S.is_terminal(decode_record(owner, job_id).state):
             return None
         return job_id
+
+
+# -- the worker's write ops (run by the group-commit writer) -------------------
+
+def _claim(candidates, owner, lease_deadline, now, b: Batch):
+    claimed = []
+    for job_id, ready_seq in candidates:
+        rec = b.load(job_id)
+        if rec is None or rec.state != S.SCHEDULED or rec.ready_seq != ready_seq:
+            continue   # stale: someone else moved it since the dispatcher saw it
+        claimed.append(b.move(rec, S.RUNNING, now, attempts=rec.attempts + 1,
+                              lease_owner=owner, lease_deadline=lease_deadline,
+                              started_at=now))
+    return claimed
+
+
+def _finish(job_id, attempt, owner, state, now, result, error, run_at, b: Batch):
+    rec = b.load_existing(job_id)
+    if rec.state != S.RUNNING or rec.attempts != attempt or rec.lease_owner != owner:
+        raise LeaseLost(job_id, attempt, S.STATE_NAMES[rec.state], rec.attempts)
+    changes = {"lease_owner": "", "lease_deadline": 0.0}
+    if state == S.COMPLETED:
+        changes.update(result=result, error=b"", finished_at=now)
+    elif state == S.SCHEDULED:
+        changes.update(error=error, run_at=run_at)
+    else:
+        changes.update(error=error, finished_at=now)
+    b.move(rec, state, now, **changes)
+    if state == S.COMPLETED:
+        _release_dependents(b, job_id, now)
+    return rec
+
+
+def _finish_and_claim(job_id, attempt, owner, state, now, result, error, run_at,
+                      candidates, lease_deadline, b: Batch):
+    try:
+        _finish(job_id, attempt, owner, state, now, result, error, run_at, b)
+        lost = None
+    except LeaseLost as e:      # raised before any write: the claim still goes ahead
+        lost = e
+    claimed = _claim(candidates, owner, lease_deadline, now, b) if candidates else []
+    return lost, claimed
+
+
+def _release_dependents(b: Batch, job_id: str, now: float) -> None:
+    """The transaction that completes a job moves each dependent whose
+    dependencies are now all completed from pending to scheduled."""
+    if not b.dependents_exist():
+        return
+    prefix = K.dependents_prefix(job_id)
+    dependents = []
+    with b.txn.cursor(db=b.db["dependents"]) as cur:
+        if cur.set_range(prefix):
+            for key in cur.iternext(values=False):
+                key = bytes(key)
+                if not key.startswith(prefix):
+                    break
+                dependents.append(key)
+    for key in dependents:
+        b.txn.delete(key, db=b.db["dependents"])
+        dependent = b.load(key[len(prefix):].decode())
+        if dependent is None or dependent.state != S.PENDING:
+            continue
+        if all(_is_completed(b, dep) for dep in dependent.depends_on):
+            b.move(dependent, S.SCHEDULED, now)
+
+
+def _is_completed(b: Batch, job_id: str) -> bool:
+    rec = b.load(job_id)
+    return rec is not None and rec.state == S.COMPLETED
+
+
+def _extend(leases, owner, lease_deadline, b: Batch):
+    lost = []
+    for job_id, attempt in leases:
+        rec = b.load(job_id)
+        if rec is None or rec.state != S.RUNNING or rec.attempts != attempt \
+                or rec.lease_owner != owner:
+            lost.append(job_id)
+            continue
+        rec.lease_deadline = lease_deadline
+        b.put_record(rec)
+    return lost
+
+
+def _promote_due(now, limit, b: Batch) -> int:
+    due = []
+    with b.txn.cursor(db=b.db["delayed"]) as cur:
+        if cur.set_range(K.DELAYED):
+            for key, value in cur:
+                key = bytes(key)
+                if len(due) >= limit or not key.startswith(K.DELAYED):
+                    break
+                if K.parse_delayed_key(key)[0] > now:
+                    break
+                due.append(bytes(value).decode())
+    for job_id in due:
+        rec = b.load(job_id)
+        if rec is None or rec.state != S.SCHEDULED or rec.ready_seq:
+            continue
+        b.remove_indexes(rec)
+        rec.ready_seq = b.take_seq()
+        rec.updated_at = now
+        b.add_indexes(rec)
+        b.put_record(rec)
+    return len(due)
 
 
 # -- one environment per (process, path) --------------------------------------

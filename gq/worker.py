@@ -1,0 +1,470 @@
+"""Worker: claim ready jobs, run their handlers, record outcomes, drain on SIGTERM.
+
+One event loop (uvloop when installed) per worker process. The dispatcher keeps
+a compiled `ReadyHeap` mirroring the store's ready index; it learns about new
+work by reading the index after the last seq it saw, woken by the store's
+doorbell (a datagram from whichever process committed the work), with a slow
+poll as a safety net. Claims and completions go through the group-commit
+writer, so a busy worker batches many of them per fsync.
+
+Every duration here (timeouts, heartbeats, leases) is on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+import traceback
+from typing import Any
+
+import orjson
+
+from gq._core import states as S
+from gq._core.heap import ReadyHeap
+from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
+from gq.errors import GQError, LeaseLost, PermanentError, TemporaryError, ValidationError
+from gq.jobs import Category, JobError
+from gq.retry import backoff_delay, should_retry
+from gq.threads import DaemonThreadPool
+
+log = logging.getLogger("gq.worker")
+
+CONCURRENCY_DEFAULT = 64
+HEARTBEAT_INTERVAL_DEFAULT = 1.0   # how often running jobs are checked (cancel, lease)
+POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
+READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
+STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
+
+
+class Job:
+    """What a handler receives: the job's id, type, payload and attempt number."""
+
+    __slots__ = ("id", "type", "payload", "attempt", "max_attempts", "priority",
+                 "created_at", "key")
+
+    def __init__(self, record, max_attempts: int):
+        self.id = record.id
+        self.type = record.type
+        self.payload = orjson.loads(record.payload)
+        self.attempt = record.attempts
+        self.max_attempts = max_attempts
+        self.priority = record.priority
+        self.created_at = record.created_at
+        self.key = record.key or None
+
+    def __repr__(self) -> str:
+        return f"<gq.Job {self.id} type={self.type!r} attempt={self.attempt}>"
+
+
+class _Running:
+    """Book-keeping of one job this worker holds."""
+
+    __slots__ = ("record", "task", "handler_task", "stop_reason", "finishing")
+
+    def __init__(self, record):
+        self.record = record
+        self.task: asyncio.Task | None = None          # the _run coroutine
+        self.handler_task: asyncio.Future | None = None  # a sync handler's thread
+        self.stop_reason: str | None = None   # "timeout", "cancelled", "lease lost", "shutdown"
+        self.finishing = False                # the handler returned: too late to stop it
+
+
+class Worker:
+    """Runs the handlers registered on `queue` (see `Queue.handler`).
+
+    concurrency: jobs run at once by this process. shutdown_timeout: how long a
+    graceful drain waits for running jobs before cancelling them (they stay
+    `running` and are rescheduled by recovery on the next start).
+    """
+
+    def __init__(self, queue, *, concurrency: int = CONCURRENCY_DEFAULT, processes: int = 1,
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
+                 instance_id: str | None = None, rng=None):
+        self.queue = queue
+        self.concurrency = check_positive_int("concurrency", concurrency, allow_none=False)
+        self.processes = check_positive_int("processes", processes, allow_none=False)
+        self.shutdown_timeout = check_duration("shutdown_timeout", shutdown_timeout,
+                                               allow_none=False, allow_zero=True)
+        self.heartbeat_interval = check_duration("heartbeat_interval", heartbeat_interval,
+                                                 allow_none=False)
+        if not queue.handlers:
+            raise ValidationError("the queue has no handlers: register some with "
+                                  "@queue.handler(type) before starting a Worker")
+        self.instance_id = instance_id or \
+            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._rng = rng
+        self._heap = ReadyHeap()
+        self._last_seen = 0
+        self._running: dict[str, _Running] = {}
+        self._running_by_type: dict[str, int] = {}
+        self._paused_by_operator: frozenset[str] = frozenset()
+        self._paused_by_limit: set[str] = set()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._pool = DaemonThreadPool(name="gq-handler")
+        self._last_state_check = 0.0
+        self._last_extend = 0.0
+        self.completed = 0     # attempts recorded by this worker (all outcomes)
+
+    # -- running ------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, then drain gracefully. Blocks; returns 0."""
+        if self.processes > 1:
+            from gq.processes import run_processes
+            return run_processes(self)
+        try:
+            import uvloop
+            return uvloop.run(self.serve(handle_signals=True))
+        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+            return asyncio.run(self.serve(handle_signals=True))
+
+    def stop(self) -> None:
+        """Ask a serving worker to drain and return (thread-safe)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._begin_shutdown)
+        else:
+            self._stopping = True
+
+    async def serve(self, handle_signals: bool = False) -> int:
+        """Serve inside an existing event loop until `stop()` (or a signal)."""
+        self._loop = loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        store = self.queue.store
+        sock = store.doorbell.listen(self.instance_id)
+        loop.add_reader(sock.fileno(), self._on_doorbell, sock)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._begin_shutdown)
+        log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
+                 self.concurrency, ", ".join(sorted(self.queue.handlers)))
+        heartbeat = loop.create_task(self._heartbeat_loop())
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                await self._dispatch()
+                if self._stopping:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
+                except asyncio.TimeoutError:
+                    pass
+            await self._drain()
+        finally:
+            heartbeat.cancel()
+            loop.remove_reader(sock.fileno())
+            store.doorbell.unlisten(sock)
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            self._pool.shutdown()
+        return 0
+
+    def _on_doorbell(self, sock) -> None:
+        try:
+            while sock.recv(64):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._wake.set()
+
+    def _begin_shutdown(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            log.info("Graceful shutdown initiated")
+        if self._wake is not None:
+            self._wake.set()
+
+    def _idle_timeout(self) -> float:
+        timeout = POLL_INTERVAL
+        next_due = self.queue.store.next_due()
+        if next_due is not None:
+            timeout = min(timeout, max(0.0, next_due - time.time()))
+        return timeout
+
+    # -- dispatch -------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        store = self.queue.store
+        if store.next_due() is not None and store.next_due() <= time.time():
+            await store.apromote_due(now=time.time())
+        self._refresh_heap(store)
+        if self._running and time.monotonic() - self._last_state_check > STATE_CHECK_MIN_GAP:
+            self._check_running_states()
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return
+        candidates = self._pick(free)
+        if not candidates:
+            return
+        visibility = self.queue.config.visibility_timeout
+        claimed = await store.aclaim([(c[0], c[3]) for c in candidates],
+                                     owner=self.instance_id,
+                                     lease_deadline=time.monotonic() + visibility,
+                                     now=time.time())
+        for record in claimed:
+            self._start(record)
+        if len(claimed) < len(candidates):
+            self._wake.set()   # some were stale: look again at once
+
+    def _refresh_heap(self, store) -> None:
+        handlers = self.queue.handlers
+        while True:
+            rows = store.ready_after(self._last_seen, READY_SCAN_LIMIT)
+            for seq, priority, job_type, job_id in rows:
+                if job_type in handlers:
+                    self._heap.push(job_id, job_type, priority, seq)
+            if rows:
+                self._last_seen = rows[-1][0]
+            if len(rows) < READY_SCAN_LIMIT:
+                break
+        paused = store.paused_types()
+        if paused != self._paused_by_operator:
+            self._paused_by_operator = paused
+            self._sync_heap_pauses()
+
+    def _sync_heap_pauses(self) -> None:
+        wanted = set(self._paused_by_operator) | self._paused_by_limit
+        for job_type in self._heap.paused_types() - wanted:
+            self._heap.resume(job_type)
+        for job_type in wanted:
+            self._heap.pause(job_type)
+
+    def _pick(self, free: int) -> list:
+        """Pop up to `free` runnable entries, honouring per-type limits (a type at
+        its limit is paused in the heap, so it costs nothing to skip)."""
+        picked = []
+        handlers = self.queue.handlers
+        counts = dict(self._running_by_type)
+        while len(picked) < free:
+            entry = self._heap.pop()
+            if entry is None:
+                break
+            job_type = entry[1]
+            picked.append(entry)
+            counts[job_type] = counts.get(job_type, 0) + 1
+            limit = handlers[job_type].concurrency
+            if limit is not None and counts[job_type] >= limit:
+                self._paused_by_limit.add(job_type)
+                self._heap.pause(job_type)
+        return picked
+
+    def _start(self, record) -> None:
+        running = _Running(record)
+        self._running[record.id] = running
+        self._running_by_type[record.type] = self._running_by_type.get(record.type, 0) + 1
+        running.task = self._loop.create_task(self._run(running))
+
+    def _forget(self, running: _Running) -> None:
+        record = running.record
+        self._running.pop(record.id, None)
+        n = self._running_by_type.get(record.type, 1) - 1
+        self._running_by_type[record.type] = n
+        if record.type in self._paused_by_limit:
+            limit = self.queue.handlers[record.type].concurrency
+            if limit is None or n < limit:
+                self._paused_by_limit.discard(record.type)
+                self._sync_heap_pauses()
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- running one job ------------------------------------------------------------
+    def _settings(self, record):
+        spec = self.queue.handlers[record.type]
+        config = self.queue.config
+        timeout = record.timeout if record.timeout > 0 else (spec.timeout or config.timeout)
+        max_attempts = record.max_attempts or spec.max_attempts or config.max_attempts
+        return spec, timeout, max_attempts
+
+    async def _run(self, running: _Running) -> None:
+        record = running.record
+        spec, timeout, max_attempts = self._settings(record)
+        outcome: tuple[int, bytes, bytes, float]
+        try:
+            try:
+                job = Job(record, max_attempts)
+                if spec.validate is not None:
+                    spec.validate(job.payload)
+            except Exception as e:
+                outcome = self._failure(record, spec, max_attempts, Category.PERMANENT,
+                                        f"validation failed: {type(e).__name__}: {e}", None)
+            else:
+                outcome = await self._call_handler(running, spec, job, timeout, max_attempts)
+            running.finishing = True
+            if outcome is None:
+                return   # cancelled, lease lost, or shutdown: nothing to record
+            await self._record(running, outcome)
+        finally:
+            self._forget(running)
+
+    async def _record(self, running: _Running, outcome) -> None:
+        """Write the outcome; in the same commit, claim a job for the freed slot."""
+        record = running.record
+        state, result, error, run_at = outcome
+        candidates = [] if self._stopping else self._pick(1)
+        visibility = self.queue.config.visibility_timeout
+        try:
+            lost, claimed = await self.queue.store.afinish_and_claim(
+                record.id, attempt=record.attempts, owner=self.instance_id, state=state,
+                now=time.time(), result=result, error=error, run_at=run_at,
+                candidates=[(c[0], c[3]) for c in candidates],
+                lease_deadline=time.monotonic() + visibility)
+        except GQError as e:
+            log.error("could not record the outcome of job %s: %s", record.id, e)
+            return
+        if lost is not None:
+            log.warning("%s", lost)
+        else:
+            self.completed += 1
+        for claimed_record in claimed:
+            self._start(claimed_record)
+
+    async def _call_handler(self, running, spec, job, timeout, max_attempts):
+        """Run the handler under its execution timeout; return the outcome, or None
+        when the attempt was stopped from outside (cancel, lost lease, shutdown).
+
+        An async handler runs inside this job's own task (no extra task per job):
+        a timer cancels that task when the timeout passes, and the reason set by
+        whoever cancelled tells a timeout from a cancel. A sync handler runs on a
+        daemon thread; on timeout its thread is abandoned, its slot freed."""
+        record = running.record
+        timer = self._loop.call_later(timeout, self._stop_handler, record.id, "timeout")
+        try:
+            if spec.is_async:
+                value = await spec.fn(job)
+            else:
+                running.handler_task = self._pool.submit(self._loop, spec.fn, job)
+                value = await running.handler_task
+        except asyncio.CancelledError:
+            reason = running.stop_reason
+            if reason is None:
+                raise          # the worker itself is being torn down
+            _uncancel()
+            if reason == "timeout":
+                return self._failure(record, spec, max_attempts, Category.TIMEOUT,
+                                     f"execution timeout after {timeout:g}s; handler "
+                                     "cancelled", None)
+            log.info("job %s (%s) attempt %d stopped: %s", record.id, record.type,
+                     record.attempts, reason)
+            return None
+        except TemporaryError as exc:
+            return self._failure(record, spec, max_attempts, Category.TEMPORARY,
+                                 f"{type(exc).__name__}: {exc}", None)
+        except PermanentError as exc:
+            return self._failure(record, spec, max_attempts, Category.PERMANENT,
+                                 f"{type(exc).__name__}: {exc}", None)
+        except Exception as exc:   # anything else is a bug or a crash: `system`
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            return self._failure(record, spec, max_attempts, Category.SYSTEM,
+                                 f"{type(exc).__name__}: {exc}", tb)
+        finally:
+            timer.cancel()
+        try:
+            return S.COMPLETED, orjson.dumps(value), b"", 0.0
+        except (TypeError, orjson.JSONEncodeError) as e:
+            return self._failure(record, spec, max_attempts, Category.PERMANENT,
+                                 f"handler returned a value that is not JSON-serialisable: "
+                                 f"{e}", None)
+
+    def _failure(self, record, spec, max_attempts, category, message, tb):
+        """The outcome of a failed attempt: retry later, failed, or dead_letter."""
+        attempt = record.attempts
+        error = JobError(category, message, tb, attempt).to_json()
+        if should_retry(category, attempt, max_attempts, spec.retry_system_errors):
+            config = self.queue.config
+            delay = backoff_delay(attempt, spec.backoff_base or config.backoff_base,
+                                  spec.backoff_cap or config.backoff_cap, self._rng)
+            state, verdict = S.SCHEDULED, f"retry in {delay:.2f}s"
+            run_at = time.time() + delay
+        else:
+            run_at = 0.0
+            if category is Category.PERMANENT:
+                state, verdict = S.FAILED, "failed permanently"
+            else:
+                state, verdict = S.DEAD_LETTER, f"dead-lettered after {attempt} attempts"
+        log.log(logging.ERROR if category is Category.SYSTEM else logging.WARNING,
+                "job %s (%s) attempt %d/%d failed [%s]: %s; %s%s", record.id, record.type,
+                attempt, max_attempts, category.value, message, verdict,
+                f"\n{tb}" if tb else "",
+                extra={"job_id": record.id, "job_type": record.type, "attempt": attempt,
+                       "category": category.value})
+        return state, b"", error, run_at
+
+    # -- heartbeats, cancellation, leases ---------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self._running:
+                continue
+            self._check_running_states()
+            visibility = self.queue.config.visibility_timeout
+            if time.monotonic() - self._last_extend >= visibility / 3:
+                self._last_extend = time.monotonic()
+                leases = [(job_id, r.record.attempts) for job_id, r in self._running.items()]
+                try:
+                    lost = await self.queue.store.aextend(
+                        leases, owner=self.instance_id,
+                        lease_deadline=time.monotonic() + visibility)
+                except GQError as e:
+                    log.error("lease extension failed: %s", e)
+                    continue
+                for job_id in lost:
+                    self._stop_handler(job_id, "lease lost")
+
+    def _check_running_states(self) -> None:
+        """Stop handlers of jobs that are no longer ours (cancelled, recovered)."""
+        self._last_state_check = time.monotonic()
+        states = self.queue.store.states_of(list(self._running))
+        for job_id, running in list(self._running.items()):
+            state, attempts, owner = states.get(job_id, (None, None, None))
+            if state == S.RUNNING and attempts == running.record.attempts \
+                    and owner == self.instance_id:
+                continue
+            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else "lease lost")
+
+    def _stop_handler(self, job_id: str, reason: str) -> None:
+        running = self._running.get(job_id)
+        if running is None or running.stop_reason is not None or running.finishing:
+            return
+        running.stop_reason = reason
+        # a sync handler: cancel the await of its thread; async: the job's task
+        target = running.handler_task if running.handler_task is not None else running.task
+        target.cancel()
+
+    # -- graceful drain ---------------------------------------------------------------
+    async def _drain(self) -> None:
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if not tasks:
+            return
+        log.info("Waiting for %d jobs to complete", len(tasks))
+        done, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+        if pending:
+            log.warning("shutdown timeout (%gs) reached: cancelling %d running jobs; they "
+                        "stay running and are rescheduled when a worker next starts",
+                        self.shutdown_timeout, len(pending))
+            for running in list(self._running.values()):
+                self._stop_handler(running.record.id, "shutdown")
+            await asyncio.wait(pending, timeout=5.0)
+
+
+def _uncancel() -> None:
+    """Python 3.11+ counts cancel requests; having handled one, reset the count so
+    later awaits in this task behave normally."""
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
+
+
+def describe_handlers(queue) -> list[dict[str, Any]]:
+    """What `gq worker` prints at start: each type and its effective settings."""
+    config = queue.config
+    return [{"type": t, "async": s.is_async, "timeout": s.timeout or config.timeout,
+             "max_attempts": s.max_attempts or config.max_attempts,
+             "concurrency": s.concurrency}
+            for t, s in sorted(queue.handlers.items())]
