@@ -110,6 +110,44 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def load_queue(target: str):
+    """Import `module:attribute` and return the Queue it names."""
+    import importlib
+
+    import gq
+
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise GQError(f"worker target {target!r} must look like MODULE:QUEUE, "
+                      "e.g. myapp.tasks:queue")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())   # like `python -m`: the current dir is importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise GQError(f"cannot import module {module_name!r}: {e}") from None
+    queue = getattr(module, attribute, None)
+    if not isinstance(queue, gq.Queue):
+        raise GQError(f"{module_name}:{attribute} is "
+                      f"{'missing' if queue is None else type(queue).__name__}, "
+                      "not a gq.Queue")
+    return queue
+
+
+def cmd_worker(args) -> int:
+    import logging
+
+    import gq
+    from gq.logs import configure_logging
+
+    configure_logging(args.log_format, args.log_level)
+    queue = load_queue(args.target)
+    worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
+                       shutdown_timeout=args.shutdown_timeout)
+    logging.getLogger("gq.worker").info("serving %s from %s", args.target, queue.path)
+    return worker.run()
+
+
 def cmd_demo(args) -> int:
     from gq.demo import run_demo
     return run_demo(args.data if args.data_given else None, jobs=args.jobs)
@@ -131,6 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
                        "delays, a dependency chain, failures), run them, print a summary.")
     p.add_argument("--jobs", type=int, default=300, help="number of sample jobs (default 300)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", parents=[common], help="run workers for a queue's handlers",
+                       description="Run the handlers registered on MODULE:QUEUE until "
+                       "SIGTERM/SIGINT, then drain gracefully (running jobs get "
+                       "--shutdown-timeout seconds to finish).")
+    p.add_argument("target", metavar="MODULE:QUEUE",
+                   help="where the gq.Queue with its @queue.handler functions lives")
+    p.add_argument("--concurrency", type=int, default=64,
+                   help="jobs run at once per process (default 64)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="worker processes sharing the data dir (default 1)")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds a graceful drain waits for running jobs (default 30)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="log lines as text (default) or JSON objects")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default INFO)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("submit", parents=[common], help="submit one job, print its id")
     p.add_argument("type", help="job type (the handler name)")
