@@ -191,6 +191,15 @@ class Queue:
                           "gq.Queue in each process after fork")
         return self._store
 
+    def _reopen_after_fork(self) -> None:
+        """In a forked child (a worker process of `processes=N`): open this
+        process's own store; the parent's environment is never touched."""
+        if os.getpid() == self._pid:
+            return
+        self._pid = os.getpid()
+        self._store = registry.acquire(self.path, self.config.map_size)
+        self._closed = False
+
     @property
     def store(self):
         """The underlying store (for workers and tools)."""

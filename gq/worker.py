@@ -64,7 +64,7 @@ class Job:
 class _Running:
     """Book-keeping of one job this worker holds."""
 
-    __slots__ = ("record", "task", "handler_task", "stop_reason", "finishing")
+    __slots__ = ("record", "task", "handler_task", "stop_reason", "finishing", "deadline")
 
     def __init__(self, record):
         self.record = record
@@ -72,6 +72,7 @@ class _Running:
         self.handler_task: asyncio.Future | None = None  # a sync handler's thread
         self.stop_reason: str | None = None   # "timeout", "cancelled", "lease lost", "shutdown"
         self.finishing = False                # the handler returned: too late to stop it
+        self.deadline = float("inf")          # monotonic time its execution timeout passes
 
 
 class Worker:
@@ -85,7 +86,7 @@ class Worker:
     def __init__(self, queue, *, concurrency: int = CONCURRENCY_DEFAULT, processes: int = 1,
                  shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
-                 instance_id: str | None = None, rng=None):
+                 instance_id: str | None = None, rng=None, supervised: bool = False):
         self.queue = queue
         self.concurrency = check_positive_int("concurrency", concurrency, allow_none=False)
         self.processes = check_positive_int("processes", processes, allow_none=False)
@@ -112,6 +113,10 @@ class Worker:
         self._last_state_check = 0.0
         self._last_extend = 0.0
         self.completed = 0     # attempts recorded by this worker (all outcomes)
+        # A child of `processes=N`: a handler that cannot be stopped ends the process
+        # (the supervisor replaces it); see gq.processes.
+        self._supervised = supervised
+        self._exit_code = 0
 
     # -- running ------------------------------------------------------------------
     def run(self) -> int:
@@ -146,6 +151,9 @@ class Worker:
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
         heartbeat = loop.create_task(self._heartbeat_loop())
+        if self._supervised:
+            from gq.processes import start_watchdog
+            start_watchdog(self)
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -165,7 +173,7 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             self._pool.shutdown()
-        return 0
+        return self._exit_code
 
     def _on_doorbell(self, sock) -> None:
         try:
@@ -334,6 +342,7 @@ class Worker:
         whoever cancelled tells a timeout from a cancel. A sync handler runs on a
         daemon thread; on timeout its thread is abandoned, its slot freed."""
         record = running.record
+        running.deadline = time.monotonic() + timeout
         timer = self._loop.call_later(timeout, self._stop_handler, record.id, "timeout")
         try:
             if spec.is_async:
@@ -346,6 +355,11 @@ class Worker:
             if reason is None:
                 raise          # the worker itself is being torn down
             _uncancel()
+            if reason == "timeout" and self._supervised and not spec.is_async:
+                # its thread cannot be stopped: drain, then let the supervisor
+                # replace this process
+                self._exit_code = _exit_replace()
+                self._begin_shutdown()
             if reason == "timeout":
                 return self._failure(record, spec, max_attempts, Category.TIMEOUT,
                                      f"execution timeout after {timeout:g}s; handler "
@@ -451,6 +465,11 @@ class Worker:
             for running in list(self._running.values()):
                 self._stop_handler(running.record.id, "shutdown")
             await asyncio.wait(pending, timeout=5.0)
+
+
+def _exit_replace() -> int:
+    from gq.processes import EXIT_REPLACE
+    return EXIT_REPLACE
 
 
 def _uncancel() -> None:

@@ -463,6 +463,12 @@ class LMDBStore:
     async def apromote_due(self, *, now, limit=1000):
         return await self._awrite(functools.partial(_promote_due, now, limit))
 
+    def reclaim_owner(self, owner, *, now):
+        """Running jobs leased to `owner` (a worker instance known to be dead) ->
+        scheduled, ready at once, `crashes` + 1. Their next claim counts a new
+        attempt. Returns the reclaimed ids."""
+        return self._write(functools.partial(_reclaim_owner, owner, now))
+
     def next_due(self) -> float | None:
         """run_at of the earliest delayed job, or None."""
         with self._read() as txn, txn.cursor(db=self._db["delayed"]) as cur:
@@ -760,6 +766,34 @@ def _finish(job_id, attempt, owner, state, now, result, error, run_at, b: Batch)
     if state == S.COMPLETED:
         _release_dependents(b, job_id, now)
     return rec
+
+
+def _running_records(b: Batch):
+    """Every running job, through the listing index (one prefix per type)."""
+    types = {t for (st, t), n in b.store._read_counts(b.txn).items() if st == S.RUNNING}
+    ids = []
+    with b.txn.cursor(db=b.db["listing"]) as cur:
+        for job_type in sorted(types):
+            prefix = K.listing_prefix(job_type, S.RUNNING)
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not bytes(key).startswith(prefix):
+                        break
+                    ids.append(bytes(value).decode())
+    for job_id in ids:
+        rec = b.load(job_id)
+        if rec is not None and rec.state == S.RUNNING:
+            yield rec
+
+
+def _reclaim_owner(owner, now, b: Batch):
+    reclaimed = []
+    for rec in list(_running_records(b)):
+        if rec.lease_owner == owner:
+            b.move(rec, S.SCHEDULED, now, lease_owner="", lease_deadline=0.0, run_at=0.0,
+                   crashes=rec.crashes + 1)
+            reclaimed.append(rec.id)
+    return reclaimed
 
 
 def _finish_and_claim(job_id, attempt, owner, state, now, result, error, run_at,
