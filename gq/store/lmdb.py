@@ -33,6 +33,7 @@ import lmdb
 
 from gq._core import states as S
 from gq._core.codec import FORMAT_VERSION, JobRecord, decode_record
+from gq._core.plan import plan_rows
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
@@ -650,51 +651,25 @@ class _SubmitOp:
         return results
 
     def _plan(self, b: Batch, fresh, waits, results) -> None:
-        now = self.now
-        first = b.take_seq(len(fresh))
-        tag = b.store.tag
+        """Number, encode and index the new jobs (the loop is compiled:
+        gq._core.plan); dependents and idempotency keys are the rare extras."""
         rows = b.rows
-        jobs, ready, delayed, listing = rows["jobs"], rows["ready"], rows["delayed"], rows["listing"]
-        planned = b.planned
-        prefixes: dict[str, bytes] = {}        # type -> listing prefix b"Ltype\0"
-        pack_u64, pack_priority, state_bytes = K.pack_u64, K.pack_priority, K.STATE_BYTES
-        ready_prefix = K.READY
-        for n, ((i, spec), unmet) in enumerate(zip(fresh, waits)):
-            seq = first + n
-            job_id = spec.id if spec.id is not None else f"{tag}-{seq:012x}"
-            job_type = spec.type
-            type_prefix = prefixes.get(job_type)
-            if type_prefix is None:
-                type_prefix = prefixes[job_type] = K.listing_prefix(job_type)
-            state = S.PENDING if unmet else S.SCHEDULED
-            due = spec.run_at <= now
-            rec = JobRecord(
-                job_id, job_type, spec.payload, state, priority=spec.priority, seq=seq,
-                ready_seq=seq if state == S.SCHEDULED and due else 0,
-                created_at=now, updated_at=now, run_at=spec.run_at,
-                max_attempts=spec.max_attempts, timeout=spec.timeout,
-                lifetime=spec.lifetime, depends_on=spec.depends_on, key=spec.key,
-            )
-            id_bytes = job_id.encode()
-            seq_bytes = pack_u64(seq)
-            jobs.append((id_bytes, rec.encode()))
-            listing.append((type_prefix + state_bytes[state] + seq_bytes, id_bytes))
-            if state == S.SCHEDULED:
-                if due:
-                    ready.append((ready_prefix + seq_bytes,
-                                  pack_priority(spec.priority) + type_prefix[1:] + id_bytes))
-                else:
-                    delayed.append((K.delayed_key(spec.run_at, seq), id_bytes))
+        specs = [spec for _, spec in fresh]
+        counts: dict[tuple[int, str], int] = {}
+        ids = plan_rows(specs, waits, b.take_seq(len(fresh)), b.store.tag, self.now,
+                        b.store._listing_prefixes, rows["jobs"], rows["listing"],
+                        rows["ready"], rows["delayed"], b.planned, counts)
+        for (state, job_type), n in counts.items():
+            b.add_count(state, job_type, n)
+        for (i, spec), job_id, unmet in zip(fresh, ids, waits):
+            results[i] = job_id
             if unmet:
                 rows["dependents"].extend((K.dependent_key(dep, job_id), b"")
                                           for dep in spec.depends_on)
                 b._has_dependents = True
             if spec.key:
-                rows["keys"].append((K.idempotency_key(spec.key), id_bytes))
+                rows["keys"].append((K.idempotency_key(spec.key), job_id.encode()))
                 b.planned_keys[spec.key] = job_id
-            planned[job_id] = state
-            b.add_count(state, job_type, 1)
-            results[i] = job_id
 
     @staticmethod
     def _exists(b: Batch, job_id: str) -> bool:

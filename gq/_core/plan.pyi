@@ -1,0 +1,3 @@
+def plan_rows(specs: list, unmet: list, first_seq: int, tag: str, now: float,
+              listing_prefixes: dict, jobs: list, listing: list, ready: list, delayed: list,
+              planned: dict, counts: dict) -> list[str]: ...
