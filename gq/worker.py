@@ -112,6 +112,8 @@ class Worker:
         self._pool = DaemonThreadPool(name="gq-handler")
         self._last_state_check = 0.0
         self._last_extend = 0.0
+        self._outcomes: list = []                 # (running, outcome) waiting for a commit
+        self._outcome_writer: asyncio.Task | None = None
         self.completed = 0     # attempts recorded by this worker (all outcomes)
         # A child of `processes=N`: a handler that cannot be stopped ends the process
         # (the supervisor replaces it); see gq.processes.
@@ -293,7 +295,6 @@ class Worker:
     async def _run(self, running: _Running) -> None:
         record = running.record
         spec, timeout, max_attempts = self._settings(record)
-        outcome: tuple[int, bytes, bytes, float]
         try:
             try:
                 job = Job(record, max_attempts)
@@ -304,34 +305,45 @@ class Worker:
                                         f"validation failed: {type(e).__name__}: {e}", None)
             else:
                 outcome = await self._call_handler(running, spec, job, timeout, max_attempts)
-            running.finishing = True
-            if outcome is None:
-                return   # cancelled, lease lost, or shutdown: nothing to record
-            await self._record(running, outcome)
-        finally:
+        except BaseException:
             self._forget(running)
-
-    async def _record(self, running: _Running, outcome) -> None:
-        """Write the outcome; in the same commit, claim a job for the freed slot."""
-        record = running.record
-        state, result, error, run_at = outcome
-        candidates = [] if self._stopping else self._pick(1)
-        visibility = self.queue.config.visibility_timeout
-        try:
-            lost, claimed = await self.queue.store.afinish_and_claim(
-                record.id, attempt=record.attempts, owner=self.instance_id, state=state,
-                now=time.time(), result=result, error=error, run_at=run_at,
-                candidates=[(c[0], c[3]) for c in candidates],
-                lease_deadline=time.monotonic() + visibility)
-        except GQError as e:
-            log.error("could not record the outcome of job %s: %s", record.id, e)
+            raise
+        running.finishing = True
+        if outcome is None:
+            self._forget(running)   # cancelled, lease lost, or shutdown: nothing to record
             return
-        if lost is not None:
-            log.warning("%s", lost)
-        else:
-            self.completed += 1
-        for claimed_record in claimed:
-            self._start(claimed_record)
+        # The slot stays held until the outcome is durable (see _write_outcomes).
+        self._outcomes.append((running, outcome))
+        if self._outcome_writer is None or self._outcome_writer.done():
+            self._outcome_writer = self._loop.create_task(self._write_outcomes())
+
+    async def _write_outcomes(self) -> None:
+        """Record the outcomes of every job that ended since the last commit in one
+        transaction, which also claims jobs for the slots they free."""
+        store = self.queue.store
+        visibility = self.queue.config.visibility_timeout
+        await asyncio.sleep(0)   # let the other jobs ending in this loop turn queue up
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            candidates = [] if self._stopping else self._pick(len(batch))
+            finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
+            try:
+                refused, claimed = await store.afinish_many_and_claim(
+                    finishes, owner=self.instance_id, now=time.time(),
+                    candidates=[(c[0], c[3]) for c in candidates],
+                    lease_deadline=time.monotonic() + visibility)
+            except GQError as e:
+                log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
+                refused, claimed = {}, []
+            for running, _ in batch:
+                problem = refused.get(running.record.id)
+                if problem is not None:
+                    log.warning("%s", problem)
+                else:
+                    self.completed += 1
+                self._forget(running)
+            for record in claimed:
+                self._start(record)
 
     async def _call_handler(self, running, spec, job, timeout, max_attempts):
         """Run the handler under its execution timeout; return the outcome, or None
@@ -453,18 +465,31 @@ class Worker:
 
     # -- graceful drain ---------------------------------------------------------------
     async def _drain(self) -> None:
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        if not tasks:
+        if not self._running:
             return
-        log.info("Waiting for %d jobs to complete", len(tasks))
-        done, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+        log.info("Waiting for %d jobs to complete", len(self._running))
+        pending = await self._wait_running(time.monotonic() + self.shutdown_timeout)
         if pending:
             log.warning("shutdown timeout (%gs) reached: cancelling %d running jobs; they "
                         "stay running and are rescheduled when a worker next starts",
                         self.shutdown_timeout, len(pending))
             for running in list(self._running.values()):
                 self._stop_handler(running.record.id, "shutdown")
-            await asyncio.wait(pending, timeout=5.0)
+            await self._wait_running(time.monotonic() + 5.0)
+
+    async def _wait_running(self, deadline: float) -> list:
+        """Wait until every held job has ended and its outcome is written (or the
+        deadline passes); return the _run tasks still going."""
+        while self._running and time.monotonic() < deadline:
+            waiting = [r.task for r in self._running.values() if r.task and not r.task.done()]
+            if self._outcome_writer is not None and not self._outcome_writer.done():
+                waiting.append(self._outcome_writer)
+            if not waiting:
+                await asyncio.sleep(0.01)
+                continue
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        return [r.task for r in self._running.values() if r.task and not r.task.done()]
 
 
 def _exit_replace() -> int:

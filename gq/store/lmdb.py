@@ -449,14 +449,16 @@ class LMDBStore:
         return await self._awrite(functools.partial(_finish, job_id, attempt, owner, state,
                                                     now, result, error, run_at))
 
-    async def afinish_and_claim(self, job_id, *, attempt, owner, state, now, result=b"",
-                                error=b"", run_at=0.0, candidates=(), lease_deadline=0.0):
-        """`afinish` and `aclaim` in one transaction: a busy worker refills the slot
-        a job frees with the same commit that records its outcome. Returns
-        (LeaseLost or None, claimed records); a refused finish still claims."""
+    async def afinish_many_and_claim(self, finishes, *, owner, now, candidates=(),
+                                     lease_deadline=0.0):
+        """Several `finish`es and a `claim` in one transaction: a busy worker
+        records the outcomes of the jobs that just ended and refills their slots
+        with one commit. `finishes`: (job_id, attempt, state, result, error,
+        run_at) tuples. Returns ({job_id: refusal} for finishes refused with
+        LeaseLost or JobNotFound, claimed records); refused finishes do not stop
+        the others, nor the claim."""
         return await self._awrite(functools.partial(
-            _finish_and_claim, job_id, attempt, owner, state, now, result, error, run_at,
-            candidates, lease_deadline))
+            _finish_many_and_claim, finishes, owner, now, candidates, lease_deadline))
 
     async def aextend(self, leases, *, owner, lease_deadline):
         return await self._awrite(functools.partial(_extend, leases, owner, lease_deadline))
@@ -771,15 +773,15 @@ def _reclaim_owner(owner, now, b: Batch):
     return reclaimed
 
 
-def _finish_and_claim(job_id, attempt, owner, state, now, result, error, run_at,
-                      candidates, lease_deadline, b: Batch):
-    try:
-        _finish(job_id, attempt, owner, state, now, result, error, run_at, b)
-        lost = None
-    except LeaseLost as e:      # raised before any write: the claim still goes ahead
-        lost = e
+def _finish_many_and_claim(finishes, owner, now, candidates, lease_deadline, b: Batch):
+    refused = {}
+    for job_id, attempt, state, result, error, run_at in finishes:
+        try:
+            _finish(job_id, attempt, owner, state, now, result, error, run_at, b)
+        except (LeaseLost, JobNotFound) as e:   # raised before that finish wrote anything
+            refused[job_id] = e
     claimed = _claim(candidates, owner, lease_deadline, now, b) if candidates else []
-    return lost, claimed
+    return refused, claimed
 
 
 def _release_dependents(b: Batch, job_id: str, now: float) -> None:

@@ -1,0 +1,159 @@
+"""Worker figures, each beside its baseline from the same run.
+
+    python -m benchmarks.drain [--quick] [--dir DIR] [--json OUT]
+
+- drain: N no-op async jobs through one worker process (jobs/s), beside the
+  one-by-one durable submit rate measured in the same run;
+- latency: submit-to-start at a steady rate from another process,
+  coordinated-omission-safe: each job carries its *intended* send time, and
+  latency is the handler's start minus that time (CLOCK_MONOTONIC is one clock
+  for every process of the machine);
+- CPU-bound handlers (~5 ms of pure Python) drained by `gq worker --processes 2`
+  against `--processes 1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import gq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def _wait_until(predicate, timeout, step=0.02):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark did not finish in time")
+        time.sleep(step)
+
+
+def drain(base: str, n: int) -> dict:
+    q = gq.Queue(os.path.join(base, "drain"))
+
+    @q.handler("bench.noop")
+    async def noop(job):
+        return None
+
+    for start in range(0, n, 1000):
+        q.submit_many([{"type": "bench.noop"} for _ in range(min(1000, n - start))])
+    # the one-by-one durable submit rate of this same disk, same run
+    one = 300
+    t = time.perf_counter()
+    for _ in range(one):
+        q.submit("bench.other")
+    one_rate = one / (time.perf_counter() - t)
+    worker = gq.Worker(q, concurrency=64)
+    done = lambda: q.stats()["by_state"]["completed"] >= n   # noqa: E731
+    threading.Thread(target=lambda: (_wait_until(done, 600), worker.stop()), daemon=True).start()
+    t = time.perf_counter()
+    worker.run()
+    rate = n / (time.perf_counter() - t)
+    q.close()
+    return {"drain_noop_per_s": round(rate), "submit_one_by_one_per_s": round(one_rate),
+            "drain_vs_one_by_one": round(rate / one_rate, 1)}
+
+
+# An open-loop generator: each submission fires at its intended time whether or
+# not earlier ones were acknowledged (asubmit, so concurrent ones share a commit).
+SUBMITTER = """
+import asyncio, sys, time, gq
+q = gq.Queue(sys.argv[1]); rate = float(sys.argv[2]); n = int(sys.argv[3])
+
+async def main():
+    loop = asyncio.get_running_loop()
+    start = time.monotonic() + 0.5
+    tasks = []
+    for i in range(n):
+        intended = start + i / rate
+        await asyncio.sleep(max(0.0, intended - time.monotonic()))
+        tasks.append(asyncio.ensure_future(q.asubmit("bench.latency", intended)))
+    await asyncio.gather(*tasks)
+
+asyncio.run(main())
+"""
+
+
+def latency(base: str, rate: float, seconds: float) -> dict:
+    path = os.path.join(base, "latency")
+    q = gq.Queue(path)
+    lat: list[float] = []
+
+    @q.handler("bench.latency")
+    async def record(job):
+        lat.append(time.monotonic() - job.payload)
+
+    n = int(rate * seconds)
+    worker = gq.Worker(q, concurrency=64)
+    proc = subprocess.Popen([sys.executable, "-c", SUBMITTER, path, str(rate), str(n)])
+    threading.Thread(target=lambda: (_wait_until(lambda: len(lat) >= n, seconds * 5 + 60),
+                                     worker.stop()), daemon=True).start()
+    worker.run()
+    proc.wait()
+    q.close()
+    ms = [x * 1000 for x in lat]
+    return {"latency_rate_per_s": rate, "latency_jobs": n,
+            "latency_p50_ms": round(_percentile(ms, 0.50), 2),
+            "latency_p99_ms": round(_percentile(ms, 0.99), 2),
+            "latency_p999_ms": round(_percentile(ms, 0.999), 2),
+            "latency_max_ms": round(max(ms), 2)}
+
+
+def cpu_processes(base: str, n: int, concurrency: int = 1) -> dict:
+    rates = {}
+    for processes in (1, 2):
+        data = os.path.join(base, f"cpu{processes}")
+        env = {**os.environ, "GQ_DATA": data, "PYTHONPATH": os.path.dirname(HERE)}
+        q = gq.Queue(data)
+        q.submit_many([{"type": "bench.cpu"} for _ in range(n)])
+        t = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "gq.cli", "worker", "benchmarks.apps:queue",
+                                 "--processes", str(processes), "--concurrency", str(concurrency),
+                                 "--log-level", "WARNING"], env=env)
+        _wait_until(lambda: q.stats()["by_state"]["completed"] >= n, 600, step=0.01)
+        rates[processes] = n / (time.perf_counter() - t)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        q.close()
+    return {"cpu_5ms_1_process_per_s": round(rates[1]), "cpu_5ms_2_processes_per_s": round(rates[2]),
+            "cpu_2_vs_1_processes": round(rates[2] / rates[1], 2)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke)")
+    parser.add_argument("--dir", help="where to put the stores (default: a temp dir in .)")
+    parser.add_argument("--json", help="write the figures here as JSON")
+    args = parser.parse_args(argv)
+    base = tempfile.mkdtemp(prefix="gq-bench-", dir=args.dir or ".")
+    drain_n, lat_seconds, cpu_n = (5_000, 2.0, 200) if args.quick else (100_000, 10.0, 1_000)
+    figures = {}
+    figures.update(drain(base, drain_n))
+    figures.update(latency(base, 1000.0, lat_seconds))
+    figures.update(cpu_processes(base, cpu_n, concurrency=1))
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
