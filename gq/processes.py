@@ -27,6 +27,7 @@ log = logging.getLogger("gq.worker")
 EXIT_REPLACE = 75                  # "replace me": a handler could not be stopped
 RESTART_DELAY = 0.2                # before replacing a dead child...
 RESTART_DELAY_MAX = 10.0           # ...doubling while children keep dying quickly
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def run_processes(worker) -> int:
@@ -40,12 +41,16 @@ def run_processes(worker) -> int:
 
     def spawn(slot: int) -> None:
         instance = f"{socket.gethostname()}-{os.getpid()}.{slot}-{secrets.token_hex(3)}"
+        # Block the stop signals across fork: a SIGTERM landing in the child before
+        # it resets its handlers would otherwise run the *parent's* handler there.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:   # the child: its own store, an ordinary worker, never returns
             code = 1
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 queue._reopen_after_fork()
                 child = Worker(queue, concurrency=worker.concurrency,
                                shutdown_timeout=worker.shutdown_timeout,
@@ -57,6 +62,7 @@ def run_processes(worker) -> int:
             finally:
                 os._exit(code)
         children[pid] = (slot, instance)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         log.info("worker process %d started (%s)", pid, instance)
 
     def forward(signum, frame) -> None:
@@ -89,6 +95,8 @@ def run_processes(worker) -> int:
                             "reclaimed", pid, instance, code, len(reclaimed))
             if not stopping:
                 time.sleep(delay)
+                if stopping:      # a stop signal arrived during the pause
+                    continue
                 delay = min(RESTART_DELAY_MAX, delay * 2) if code not in (0, EXIT_REPLACE) \
                     else RESTART_DELAY
                 spawn(slot)
