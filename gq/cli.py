@@ -142,6 +142,11 @@ def cmd_worker(args) -> int:
 
     configure_logging(args.log_format, args.log_level)
     queue = load_queue(args.target)
+    named = "--data" in args.explicit
+    if named and os.path.realpath(args.data) != os.path.realpath(queue.path):
+        raise GQError(f"--data {args.data} names another data dir than {args.target}, "
+                      f"which stores its jobs in {queue.path}; drop --data or point the "
+                      "queue there")
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
                        shutdown_timeout=args.shutdown_timeout)
     logging.getLogger("gq.worker").info("serving %s from %s", args.target, queue.path)
@@ -229,8 +234,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.data_given = any(a == "--data" or a.startswith("--data=") for a in argv) or \
-        "GQ_DATA" in os.environ
+    args.explicit = {"--data"} if any(a == "--data" or a.startswith("--data=")
+                                      for a in argv) else set()
+    args.data_given = bool(args.explicit) or "GQ_DATA" in os.environ
     try:
         return args.func(args)
     except GQError as e:

@@ -29,6 +29,7 @@ from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
 from gq.errors import GQError, LeaseLost, PermanentError, TemporaryError, ValidationError
 from gq.jobs import Category, JobError
+from gq.recovery import RECOVERY_INTERVAL, Liveness, recover
 from gq.retry import backoff_delay, should_retry
 from gq.threads import DaemonThreadPool
 
@@ -112,8 +113,11 @@ class Worker:
         self._pool = DaemonThreadPool(name="gq-handler")
         self._last_state_check = 0.0
         self._last_extend = 0.0
+        self._last_recovery = 0.0
         self._outcomes: list = []                 # (running, outcome) waiting for a commit
         self._outcome_writer: asyncio.Task | None = None
+        self._doorbell = None          # this worker's wake-up socket (see serve)
+        self._new_work = True          # the doorbell rang since the last heap refresh
         self.completed = 0     # attempts recorded by this worker (all outcomes)
         # A child of `processes=N`: a handler that cannot be stopped ends the process
         # (the supervisor replaces it); see gq.processes.
@@ -145,13 +149,17 @@ class Worker:
         self._loop = loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         store = self.queue.store
-        sock = store.doorbell.listen(self.instance_id)
+        sock = self._doorbell = store.doorbell.listen(self.instance_id)
         loop.add_reader(sock.fileno(), self._on_doorbell, sock)
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._begin_shutdown)
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
+        liveness = Liveness(self.queue.path, self.instance_id)
+        reclaimed = recover(store, self.queue.path)
+        log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
+        self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
         if self._supervised:
             from gq.processes import start_watchdog
@@ -169,6 +177,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.cancel()
+            liveness.release()
             loop.remove_reader(sock.fileno())
             store.doorbell.unlisten(sock)
             if handle_signals:
@@ -178,12 +187,18 @@ class Worker:
         return self._exit_code
 
     def _on_doorbell(self, sock) -> None:
+        self._rang()
+        self._wake.set()
+
+    def _rang(self) -> bool:
+        """Whether the doorbell rang since the heap was last refreshed. Reads the
+        socket itself too: a ring may not have reached the loop's callback yet."""
         try:
-            while sock.recv(64):
-                pass
+            while self._doorbell.recv(64):
+                self._new_work = True
         except (BlockingIOError, InterruptedError):
             pass
-        self._wake.set()
+        return self._new_work
 
     def _begin_shutdown(self) -> None:
         if not self._stopping:
@@ -221,9 +236,11 @@ class Worker:
         for record in claimed:
             self._start(record)
         if len(claimed) < len(candidates):
+            self._hold_back(candidates, claimed)
             self._wake.set()   # some were stale: look again at once
 
     def _refresh_heap(self, store) -> None:
+        self._new_work = False
         handlers = self.queue.handlers
         while True:
             rows = store.ready_after(self._last_seen, READY_SCAN_LIMIT)
@@ -325,6 +342,10 @@ class Worker:
         await asyncio.sleep(0)   # let the other jobs ending in this loop turn queue up
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
+            if not self._stopping and self._rang():
+                # work became ready since the last look: learn it first, so the
+                # freed slots go to the best job committed so far
+                self._refresh_heap(store)
             candidates = [] if self._stopping else self._pick(len(batch))
             finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
             try:
@@ -344,6 +365,21 @@ class Worker:
                 self._forget(running)
             for record in claimed:
                 self._start(record)
+            if len(claimed) < len(candidates):
+                self._hold_back(candidates, claimed)
+
+    def _hold_back(self, candidates, claimed) -> None:
+        """Candidates a claim skipped because their type was paused in the
+        meantime (the claim checks inside its transaction) go back to the heap,
+        to run once the type is resumed; the stale ones are dropped."""
+        got = {record.id for record in claimed}
+        paused = self.queue.store.paused_types()
+        for entry in candidates:
+            if entry[0] not in got and entry[1] in paused:
+                self._heap.push(*entry)
+        if paused != self._paused_by_operator:
+            self._paused_by_operator = paused
+            self._sync_heap_pauses()
 
     async def _call_handler(self, running, spec, job, timeout, max_attempts):
         """Run the handler under its execution timeout; return the outcome, or None
@@ -426,6 +462,13 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL:
+                self._last_recovery = time.monotonic()
+                try:
+                    if recover(self.queue.store, self.queue.path):
+                        self._wake.set()
+                except GQError as e:
+                    log.error("recovery pass failed: %s", e)
             if not self._running:
                 continue
             self._check_running_states()

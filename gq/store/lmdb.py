@@ -65,7 +65,7 @@ class Batch:
     """
 
     __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
-                 "rows", "planned", "planned_keys", "ring", "_has_dependents",
+                 "rows", "planned", "planned_keys", "ring", "_has_dependents", "_paused",
                  "_jobs_cur", "_index_cur")
 
     def __init__(self, store: "LMDBStore", txn):
@@ -80,6 +80,7 @@ class Batch:
         self.planned_keys: dict[str, str] = {}  # idempotency key -> planned job id
         self.ring = False   # wake workers after commit: work became ready, or a cancel
         self._has_dependents: bool | None = None
+        self._paused: frozenset | None = None
         # Hot paths use cursors and positional arguments: py-lmdb's keyword
         # parsing costs more than the B-tree operation itself.
         self._jobs_cur = txn.cursor(db=store._db["jobs"])
@@ -198,6 +199,12 @@ class Batch:
         rec.updated_at = now
         self._jobs_cur.put(id_bytes, rec.encode())
         return rec
+
+    def paused_types(self) -> frozenset:
+        """The paused job types as this transaction sees them (read once)."""
+        if self._paused is None:
+            self._paused = self.store._read_paused(self.txn)
+        return self._paused
 
     def dependents_exist(self) -> bool:
         """Whether any job waits on another at all (read once per transaction), so
@@ -472,6 +479,24 @@ class LMDBStore:
         attempt. Returns the reclaimed ids."""
         return self._write(functools.partial(_reclaim_owner, owner, now))
 
+    def reclaim_expired(self, job_id, *, owner, now, now_mono):
+        """One running job whose lease (a monotonic deadline) has passed ->
+        scheduled, if it is still leased to `owner` and still expired."""
+        def op(b: Batch):
+            rec = b.load(job_id)
+            if rec is None or rec.state != S.RUNNING or rec.lease_owner != owner \
+                    or not (0 < rec.lease_deadline < now_mono):
+                return False
+            b.move(rec, S.SCHEDULED, now, lease_owner="", lease_deadline=0.0, run_at=0.0)
+            return True
+        return self._write(op)
+
+    def running_leases(self) -> list[tuple[str, str, float]]:
+        """(job id, lease owner, lease deadline) of every running job."""
+        with self._read() as txn:
+            batchless = _ReadView(self, txn)
+            return [(r.id, r.lease_owner, r.lease_deadline) for r in _running_records(batchless)]
+
     def next_due(self) -> float | None:
         """run_at of the earliest delayed job, or None."""
         with self._read() as txn, txn.cursor(db=self._db["delayed"]) as cur:
@@ -497,11 +522,13 @@ class LMDBStore:
     def set_paused(self, job_type, paused):
         def op(b: Batch):
             b.wrote = True
+            b.ring = True    # workers re-read the paused types at once
             key = _PAUSED + job_type.encode()
             if paused:
                 b.txn.put(key, b"1", db=b.db["meta"])
             else:
                 b.txn.delete(key, db=b.db["meta"])
+            b._paused = None
         self._write(op)
 
     # -- reads ----------------------------------------------------------------
@@ -564,14 +591,18 @@ class LMDBStore:
             return self._read_counts(txn)
 
     def paused_types(self):
-        with self._read() as txn, txn.cursor(db=self._db["meta"]) as cur:
-            out = set()
+        with self._read() as txn:
+            return self._read_paused(txn)
+
+    def _read_paused(self, txn) -> frozenset:
+        out = set()
+        with txn.cursor(db=self._db["meta"]) as cur:
             if cur.set_range(_PAUSED):
                 for key in cur.iternext(values=False):
-                    if not key.startswith(_PAUSED):
+                    if not bytes(key).startswith(_PAUSED):
                         break
                     out.add(bytes(key[len(_PAUSED):]).decode())
-            return frozenset(out)
+        return frozenset(out)
 
     def ready_after(self, seq, limit):
         out = []
@@ -718,10 +749,13 @@ class _SubmitOp:
 
 def _claim(candidates, owner, lease_deadline, now, b: Batch):
     claimed = []
+    paused = b.paused_types()
     for job_id, ready_seq in candidates:
         rec = b.load(job_id)
         if rec is None or rec.state != S.SCHEDULED or rec.ready_seq != ready_seq:
             continue   # stale: someone else moved it since the dispatcher saw it
+        if rec.type in paused:
+            continue   # paused since the dispatcher looked: the pause wins
         claimed.append(b.move(rec, S.RUNNING, now, attempts=rec.attempts + 1,
                               lease_owner=owner, lease_deadline=lease_deadline,
                               started_at=now))
@@ -743,6 +777,17 @@ def _finish(job_id, attempt, owner, state, now, result, error, run_at, b: Batch)
     if state == S.COMPLETED:
         _release_dependents(b, job_id, now)
     return rec
+
+
+class _ReadView:
+    """The two things _running_records needs from a Batch, over a read transaction."""
+
+    def __init__(self, store, txn):
+        self.store, self.txn, self.db = store, txn, store._db
+
+    def load(self, job_id):
+        raw = self.txn.get(job_id.encode(), db=self.db["jobs"])
+        return None if raw is None else decode_record(raw, job_id)
 
 
 def _running_records(b: Batch):

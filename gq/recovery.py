@@ -1,0 +1,106 @@
+"""Recovery: give the jobs of dead or frozen workers back to the queue.
+
+Liveness is announced, not guessed: each worker instance holds an exclusive
+flock on `<data dir>/instances/<instance id>.lock` for as long as it lives. The
+kernel drops the lock when the process dies, however it dies (SIGKILL, OOM,
+power loss and reboot included), so a lock that can be taken proves its owner
+dead, and that owner's running jobs are reclaimed at once instead of after the
+visibility timeout. A live but frozen owner (SIGSTOP, a stalled VM) keeps its
+lock; its jobs are reclaimed when their lease (a CLOCK_MONOTONIC deadline, the
+same clock for every process of the machine) runs out, and its late completion
+is then refused by fencing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import time
+
+from gq._core import states as S
+
+log = logging.getLogger("gq.recovery")
+
+INSTANCES_DIR = "instances"
+RECOVERY_INTERVAL = 5.0   # how often a serving worker looks for dead instances' jobs
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _lock_path(data_dir: str, instance_id: str) -> str:
+    return os.path.join(data_dir, INSTANCES_DIR, _SAFE.sub("_", instance_id) + ".lock")
+
+
+class Liveness:
+    """This process's announcement that `instance_id` is alive."""
+
+    def __init__(self, data_dir: str, instance_id: str):
+        os.makedirs(os.path.join(data_dir, INSTANCES_DIR), exist_ok=True)
+        self.path = _lock_path(data_dir, instance_id)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        """Clean exit: jobs still leased to this instance become reclaimable."""
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_alive(data_dir: str, instance_id: str) -> bool:
+    """True while the instance's process holds its lock."""
+    try:
+        fd = os.open(_lock_path(data_dir, instance_id), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)   # closing drops the lock if we took it
+    return False
+
+
+def recover(store, data_dir: str, *, now_wall: float | None = None,
+            now_mono: float | None = None) -> list[str]:
+    """Reclaim the running jobs of dead instances, and those whose lease ran out.
+    Returns the reclaimed ids (each logged with its original worker)."""
+    now_wall = time.time() if now_wall is None else now_wall
+    now_mono = time.monotonic() if now_mono is None else now_mono
+    running = store.running_leases()          # [(job_id, owner, lease_deadline)]
+    if not running:
+        return []
+    alive: dict[str, bool] = {}
+    dead_owners, expired = set(), []
+    for job_id, owner, deadline in running:
+        if owner not in alive:
+            alive[owner] = bool(owner) and is_alive(data_dir, owner)
+        if not alive[owner]:
+            dead_owners.add(owner)
+        elif deadline and deadline < now_mono:
+            expired.append((job_id, owner))
+    reclaimed = []
+    for owner in sorted(dead_owners):
+        ids = store.reclaim_owner(owner, now=now_wall)
+        for job_id in ids:
+            log.warning("reclaimed job %s from dead worker %s", job_id, owner,
+                        extra={"job_id": job_id, "worker": owner})
+        reclaimed += ids
+        try:
+            os.unlink(_lock_path(data_dir, owner))
+        except FileNotFoundError:
+            pass
+    for job_id, owner in expired:
+        if store.reclaim_expired(job_id, owner=owner, now=now_wall, now_mono=now_mono):
+            log.warning("reclaimed job %s: the lease of worker %s expired (frozen or "
+                        "stalled); its late completion will be refused", job_id, owner,
+                        extra={"job_id": job_id, "worker": owner})
+            reclaimed.append(job_id)
+    return reclaimed
