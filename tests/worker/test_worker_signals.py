@@ -1,0 +1,117 @@
+"""Playbook 7 (restart during execution), with real `gq worker` processes and real
+signals: SIGTERM drains running jobs (exit 0, the playbook's log lines), starts
+nothing new, and after --shutdown-timeout leaves unfinished jobs `running`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import gq
+from worker_harness import marker_path, wait_state, wait_until
+
+
+@pytest.fixture
+def q(data_dir):
+    queue = gq.Queue(data_dir)
+    yield queue
+    queue.close()
+
+
+def wait_marker(markers, jid, what, timeout=15.0):
+    wait_until(lambda: os.path.exists(marker_path(markers, jid, what)), timeout,
+               what=f"marker {jid}.{what}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signal_mid_job_drains_it(q, markers, spawn_worker, signum):
+    # the console script once, `python -m gq.cli` everywhere else
+    worker = spawn_worker("app_long:q", console_script=signum == signal.SIGTERM)
+    worker.wait_started()
+    jid = q.submit("sleep", {"seconds": 1.5})
+    wait_marker(markers, jid, "started.1")
+    t_signal = time.time()
+    worker.signal(signum)
+    worker.wait_for_log("Graceful shutdown initiated", 5)
+    # submitted during the drain: must not be started by this worker
+    late = q.submit("quick", "late")
+    rc = worker.wait(15)
+    t_exit = time.time()
+    out = worker.output
+    assert rc == 0, out
+    assert "Graceful shutdown initiated" in worker.stderr
+    assert "Waiting for 1 jobs to complete" in worker.stderr
+    job = q.get(jid)
+    assert job.state is gq.State.COMPLETED, out
+    assert job.result["slept"] == 1.5 and job.attempts == 1
+    assert t_signal < job.finished_at <= t_exit
+    assert os.path.exists(marker_path(markers, jid, "finished"))
+    late_job = q.get(late)
+    assert late_job.state is gq.State.SCHEDULED and late_job.attempts == 0
+    assert out.index("Graceful shutdown initiated") < out.index("Waiting for 1 jobs")
+    assert "Traceback" not in out
+
+
+def test_sigterm_when_idle_exits_at_once(spawn_worker):
+    worker = spawn_worker("app_long:q")
+    worker.wait_started()
+    t0 = time.monotonic()
+    assert worker.terminate(10) == 0
+    assert time.monotonic() - t0 < 3
+    assert "Graceful shutdown initiated" in worker.output
+    assert "Waiting for" not in worker.output     # nothing was running
+
+
+@pytest.mark.parametrize("job_type", ["sleep", "sleep.sync"])
+def test_sigterm_past_shutdown_timeout_leaves_job_running(q, markers, spawn_worker,
+                                                          job_type):
+    worker = spawn_worker("app_long:q", "--shutdown-timeout", "1")
+    worker.wait_started()
+    jid = q.submit(job_type, {"seconds": 30})
+    done = q.submit("quick", "before the signal")
+    wait_state(q, done, "completed")
+    wait_marker(markers, jid, "started.1")
+    t0 = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    rc = worker.wait(10)
+    took = time.monotonic() - t0
+    out = worker.output
+    assert rc == 0, out
+    assert 1.0 <= took < 5, f"exit took {took:.1f}s\n{out}"
+    assert "Graceful shutdown initiated" in worker.stderr
+    assert "Waiting for 1 jobs to complete" in worker.stderr
+    assert "shutdown timeout (1s) reached" in worker.stderr
+    job = q.get(jid)
+    assert job.state is gq.State.RUNNING, out     # left for recovery
+    assert job.attempts == 1 and job.result is None
+    assert not os.path.exists(marker_path(markers, jid, "finished"))
+    if job_type == "sleep":                       # an async handler was cancelled
+        assert os.path.exists(marker_path(markers, jid, "cancelled"))
+    assert q.get(done).state is gq.State.COMPLETED
+
+
+@pytest.mark.slow
+def test_job_interrupted_by_shutdown_timeout_is_rerun_after_restart(q, markers,
+                                                                    spawn_worker):
+    """Playbook 7 step 6 (and the Worker docstring): jobs a drain had to abandon
+    "stay running and are rescheduled when a worker next starts". The restarted
+    worker must run the job again (attempt 2) — its previous worker is gone."""
+    env = {"GQ_TEST_VISIBILITY": "2"}    # a short lease, should recovery wait for it
+    first = spawn_worker("app_long:q", "--shutdown-timeout", "0.5", env=env)
+    first.wait_started()
+    jid = q.submit("sleep", {"seconds": 2})
+    wait_marker(markers, jid, "started.1")
+    first.signal(signal.SIGTERM)
+    assert first.wait(10) == 0
+    assert q.get(jid).state is gq.State.RUNNING
+
+    second = spawn_worker("app_long:q", env=env)
+    second.wait_started()
+    job = wait_state(q, jid, "completed", timeout=10)
+    assert job.attempts == 2
+    assert os.path.exists(marker_path(markers, jid, "started.2"))
+    assert second.terminate() == 0
