@@ -23,7 +23,7 @@ _TIME = struct.Struct(">QQ")
 
 # Prefixes: every one sorts below READY (b"r"); see the module docstring.
 META = b"M"          # format, seq, tag, paused:<type>
-COUNT_PREFIX = b"C"  # state + type -> n
+COUNT_PREFIX = b"N"  # state + type -> n; next to META: one page for both per commit
 LISTING = b"L"
 DELAYED = b"D"
 DEPENDENTS = b"P"
