@@ -40,3 +40,24 @@ class RawLMDB:
 
     def close(self) -> None:
         self.env.close()
+
+
+def bench_args(description: str, argv=None):
+    """The options every benchmark script takes; returns (args, base dir)."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke)")
+    parser.add_argument("--dir", help="where to put the stores (default: a temp dir in .)")
+    parser.add_argument("--json", help="write the figures here as JSON")
+    args = parser.parse_args(argv)
+    return args, tempfile.mkdtemp(prefix="gq-bench-", dir=args.dir or ".")
+
+
+def write_json(path: str | None, figures: dict) -> None:
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=2)

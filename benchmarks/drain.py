@@ -14,18 +14,15 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import gq
+from benchmarks.baselines import bench_args, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -135,12 +132,7 @@ def cpu_processes(base: str, n: int, concurrency: int = 1) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke)")
-    parser.add_argument("--dir", help="where to put the stores (default: a temp dir in .)")
-    parser.add_argument("--json", help="write the figures here as JSON")
-    args = parser.parse_args(argv)
-    base = tempfile.mkdtemp(prefix="gq-bench-", dir=args.dir or ".")
+    args, base = bench_args(__doc__.splitlines()[0], argv)
     drain_n, lat_seconds, cpu_n = (5_000, 2.0, 200) if args.quick else (100_000, 10.0, 1_000)
     figures = {}
     figures.update(drain(base, drain_n))
@@ -149,9 +141,7 @@ def main(argv=None) -> dict:
     width = max(map(len, figures))
     for key, value in figures.items():
         print(f"{key:<{width}}  {value}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+    write_json(args.json, figures)
     return figures
 
 

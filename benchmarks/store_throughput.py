@@ -11,16 +11,14 @@ Each gq figure is printed next to the baseline it is bounded by:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import gq
-from benchmarks.baselines import RawLMDB, fsync_rate
+from benchmarks.baselines import RawLMDB, bench_args, fsync_rate, write_json
 
 PAYLOAD = {"to": "user@example.com", "template": "welcome", "n": 42}
 
@@ -67,16 +65,11 @@ def submit_many(q: gq.Queue, batches: int, size: int = 1000) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke)")
-    parser.add_argument("--dir", help="where to put the stores (default: a temp dir in .)")
-    parser.add_argument("--json", help="write the figures here as JSON")
-    args = parser.parse_args(argv)
+    args, base = bench_args(__doc__.splitlines()[0], argv)
     rounds, per_round = (5, 100) if args.quick else (15, 400)
     concurrent_total = 6_400 if args.quick else 128_000
     many_batches = 20 if args.quick else 200
 
-    base = tempfile.mkdtemp(prefix="gq-bench-", dir=args.dir or ".")
     fsync = fsync_rate(base)
     raw = RawLMDB(base)
     q = gq.Queue(os.path.join(base, "gq"))
@@ -109,9 +102,7 @@ def main(argv=None) -> dict:
     ]
     for name, value, note in rows:
         print(f"{name:<32} {value:>14}   {note}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+    write_json(args.json, figures)
     return figures
 
 

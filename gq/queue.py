@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
 from gq.store.lmdb import registry
 from gq.submission import check_batch, check_type, make_spec
+
+if TYPE_CHECKING:
+    from gq.handlers import HandlerSpec
 
 DEFAULT_DATA_DIR = "./gq-data"
 _SPEC_FIELDS = {"type", "payload", "priority", "delay", "run_at", "depends_on", "key", "id",

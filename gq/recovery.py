@@ -19,7 +19,6 @@ import os
 import re
 import time
 
-from gq._core import states as S
 
 log = logging.getLogger("gq.recovery")
 

@@ -27,7 +27,7 @@ import orjson
 from gq._core import states as S
 from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
-from gq.errors import GQError, LeaseLost, PermanentError, TemporaryError, ValidationError
+from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
 from gq.jobs import Category, JobError
 from gq.recovery import RECOVERY_INTERVAL, Liveness, recover
 from gq.retry import backoff_delay, should_retry

@@ -4,7 +4,6 @@ input that must exit non-zero with one clear line on stderr, never a traceback."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 

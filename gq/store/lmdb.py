@@ -645,7 +645,7 @@ class _SubmitOp:
         self.now = now
 
     def __call__(self, b: Batch) -> list[str]:
-        specs, now = self.specs, self.now
+        specs = self.specs
         results: list[str | None] = [None] * len(specs)
         fresh = []                         # (index, spec) of jobs to create
         key_creator: dict[str, int] = {}   # key -> index of the spec that creates its job
