@@ -81,6 +81,8 @@ cdef class ReadyHeap:
     cdef int _fifo_reserve(self, uint32_t f) except -1
     cdef void _fifo_compact(self, Fifo *fi) noexcept
     cdef void _fifo_insert(self, uint32_t f, uint32_t s, uint64_t seq, uint32_t tag) noexcept
+    cdef void _place(self, uint32_t f, Py_ssize_t p, uint32_t s, uint64_t seq,
+                     uint32_t tag) noexcept
     cdef void _kill(self, uint32_t s) noexcept
     cdef void _settle(self, uint32_t f) noexcept
     cdef void _unlist(self, uint32_t f) noexcept

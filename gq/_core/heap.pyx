@@ -313,7 +313,6 @@ cdef class ReadyHeap:
         cdef Entry *e = fi.e
         cdef Slot *slots = self._slots
         cdef Py_ssize_t p, a, b, m, i, g
-        cdef TypeHeap *th
         cdef void *mem
         if fi.hi == fi.lo or e[fi.hi - 1].seq <= seq:     # in order: append
             p = fi.hi
@@ -329,17 +328,7 @@ cdef class ReadyHeap:
                     b = m
             p = a
             if p > fi.lo and e[p - 1].slot == NO_SLOT:     # reuse a tombstone
-                p -= 1
-                e[p].seq = seq
-                e[p].slot = s
-                e[p].tag = tag
-                slots[s].fifo = f
-                slots[s].pos = <uint32_t>p
-                fi.live += 1
-                th = &self._types[fi.type]
-                th.n += 1
-                if not th.paused:
-                    self._runnable += 1
+                self._place(f, p - 1, s, seq, tag)
                 return
             if fi.lo == 0 and p < fi.hi - p and fi.hi >= 32:
                 # near the front with no room there (e.g. seqs arriving in
@@ -371,11 +360,18 @@ cdef class ReadyHeap:
                 for i in range(p + 1, fi.hi):
                     if e[i].slot != NO_SLOT:
                         slots[e[i].slot].pos = <uint32_t>i
-        e[p].seq = seq
-        e[p].slot = s
-        e[p].tag = tag
-        slots[s].fifo = f
-        slots[s].pos = <uint32_t>p
+        self._place(f, p, s, seq, tag)
+
+    cdef inline void _place(self, uint32_t f, Py_ssize_t p, uint32_t s, uint64_t seq,
+                            uint32_t tag) noexcept:
+        """Write job `s` at position `p` of Fifo `f` and count it."""
+        cdef Fifo *fi = &self._fifos[f]
+        cdef TypeHeap *th
+        fi.e[p].seq = seq
+        fi.e[p].slot = s
+        fi.e[p].tag = tag
+        self._slots[s].fifo = f
+        self._slots[s].pos = <uint32_t>p
         fi.live += 1
         th = &self._types[fi.type]
         th.n += 1
