@@ -217,7 +217,8 @@ class Worker:
     # -- dispatch -------------------------------------------------------------------
     async def _dispatch(self) -> None:
         store = self.queue.store
-        if store.next_due() is not None and store.next_due() <= time.time():
+        next_due = store.next_due()
+        if next_due is not None and next_due <= time.time():
             await store.apromote_due(now=time.time())
         self._refresh_heap(store)
         if self._running and time.monotonic() - self._last_state_check > STATE_CHECK_MIN_GAP:
