@@ -20,7 +20,6 @@ import signal
 import socket
 import time
 import traceback
-from typing import Any
 
 import orjson
 
@@ -29,6 +28,7 @@ from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
 from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
 from gq.jobs import Category, JobError
+from gq.processes import EXIT_REPLACE, start_watchdog
 from gq.recovery import RECOVERY_INTERVAL, Liveness, recover
 from gq.retry import backoff_delay, should_retry
 from gq.threads import DaemonThreadPool
@@ -162,7 +162,6 @@ class Worker:
         self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
         if self._supervised:
-            from gq.processes import start_watchdog
             start_watchdog(self)
         try:
             while not self._stopping:
@@ -407,7 +406,7 @@ class Worker:
             if reason == "timeout" and self._supervised and not spec.is_async:
                 # its thread cannot be stopped: drain, then let the supervisor
                 # replace this process
-                self._exit_code = _exit_replace()
+                self._exit_code = EXIT_REPLACE
                 self._begin_shutdown()
             if reason == "timeout":
                 return self._failure(record, spec, max_attempts, Category.TIMEOUT,
@@ -536,23 +535,9 @@ class Worker:
         return [r.task for r in self._running.values() if r.task and not r.task.done()]
 
 
-def _exit_replace() -> int:
-    from gq.processes import EXIT_REPLACE
-    return EXIT_REPLACE
-
-
 def _uncancel() -> None:
     """Python 3.11+ counts cancel requests; having handled one, reset the count so
     later awaits in this task behave normally."""
     task = asyncio.current_task()
     if task is not None and hasattr(task, "uncancel"):
         task.uncancel()
-
-
-def describe_handlers(queue) -> list[dict[str, Any]]:
-    """What `gq worker` prints at start: each type and its effective settings."""
-    config = queue.config
-    return [{"type": t, "async": s.is_async, "timeout": s.timeout or config.timeout,
-             "max_attempts": s.max_attempts or config.max_attempts,
-             "concurrency": s.concurrency}
-            for t, s in sorted(queue.handlers.items())]
