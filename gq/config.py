@@ -20,6 +20,8 @@ MAX_PAYLOAD_BYTES_DEFAULT = 1 << 20     # 1 MiB of encoded JSON
 RETENTION_DEFAULT = 7 * 24 * 3600.0     # age of terminal jobs before purge
 MAP_SIZE_DEFAULT = 64 << 30             # sparse: costs address space, not disk
 
+CRASH_QUARANTINE_DEFAULT = 3            # worker deaths under one job before dead_letter
+
 PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
 MAX_ID_LENGTH = 200                     # LMDB keys are at most 511 bytes

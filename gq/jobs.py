@@ -117,6 +117,8 @@ class JobInfo:
     state = property(lambda self: _STATE_BY_CODE[self._rec.state], doc="A `gq.State`.")
     priority = property(lambda self: self._rec.priority, doc="Higher runs first.")
     attempts = property(lambda self: self._rec.attempts, doc="Attempts started so far.")
+    crashes = property(lambda self: self._rec.crashes,
+                       doc="Times a worker process died while running this job.")
     max_attempts = property(lambda self: self._rec.max_attempts)
     seq = property(lambda self: self._rec.seq, doc="Submission order within the store.")
     depends_on = property(lambda self: self._rec.depends_on)
@@ -157,6 +159,7 @@ class JobInfo:
             "priority": self.priority, "payload": self.payload, "result": self.result,
             "error": error.as_dict() if error else None,
             "attempts": self.attempts, "max_attempts": self.max_attempts,
+            "crashes": self.crashes,
             "seq": self.seq, "depends_on": list(self.depends_on), "key": self.key,
             "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
             "run_at": iso(self.run_at), "started_at": iso(self.started_at),

@@ -89,7 +89,9 @@ def run_processes(worker) -> int:
             if slot is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            reclaimed = queue.store.reclaim_owner(instance, now=time.time())
+            # a child that exited 0 drained gracefully: its leftovers are not crashes
+            reclaimed = queue.store.reclaim_owner(instance, now=time.time(),
+                                                  crashed=code != 0)
             if code != 0 or reclaimed:
                 log.warning("worker process %d (%s) exited with %s; %d running jobs "
                             "reclaimed", pid, instance, code, len(reclaimed))

@@ -23,6 +23,7 @@ import time
 log = logging.getLogger("gq.recovery")
 
 INSTANCES_DIR = "instances"
+CLEAN_EXIT = b"clean exit\n"
 RECOVERY_INTERVAL = 5.0   # how often a serving worker looks for dead instances' jobs
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -41,15 +42,31 @@ class Liveness:
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(self._fd, f"{os.getpid()}\n".encode())
 
-    def release(self) -> None:
-        """Clean exit: jobs still leased to this instance become reclaimable."""
-        if self._fd is not None:
+    def release(self, leftover: bool = False) -> None:
+        """Exit after a graceful drain. With `leftover` jobs still leased (the
+        shutdown timeout cut them off) the file stays, marked clean, so recovery
+        reschedules them without counting a crash; otherwise it goes."""
+        if self._fd is None:
+            return
+        if leftover:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, CLEAN_EXIT, 0)
+        else:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-            os.close(self._fd)
-            self._fd = None
+        os.close(self._fd)
+        self._fd = None
+
+
+def exited_cleanly(data_dir: str, instance_id: str) -> bool:
+    """True if a dead instance left its lock file marked as a graceful exit."""
+    try:
+        with open(_lock_path(data_dir, instance_id), "rb") as f:
+            return f.read(len(CLEAN_EXIT)) == CLEAN_EXIT
+    except OSError:
+        return False
 
 
 def is_alive(data_dir: str, instance_id: str) -> bool:
@@ -87,7 +104,8 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
             expired.append((job_id, owner))
     reclaimed = []
     for owner in sorted(dead_owners):
-        ids = store.reclaim_owner(owner, now=now_wall)
+        ids = store.reclaim_owner(owner, now=now_wall,
+                                  crashed=not exited_cleanly(data_dir, owner))
         for job_id in ids:
             log.warning("reclaimed job %s from dead worker %s", job_id, owner,
                         extra={"job_id": job_id, "worker": owner})

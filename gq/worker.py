@@ -176,7 +176,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.cancel()
-            liveness.release()
+            liveness.release(leftover=bool(self._running))
             loop.remove_reader(sock.fileno())
             store.doorbell.unlisten(sock)
             if handle_signals:

@@ -72,3 +72,42 @@ def test_killed_child_jobs_are_reclaimed_and_rerun(tmp_path):
     assert proc.returncode == 0, err
     assert "1 running jobs reclaimed" in err
     assert "Graceful shutdown initiated" in err
+
+
+KILLER = textwrap.dedent("""
+    import os, signal
+    import gq
+    q = gq.Queue(os.environ["GQ_DATA"])
+
+    @q.handler("poison")
+    def poison(job):
+        os.kill(os.getpid(), signal.SIGKILL)     # takes its whole worker process down
+
+    @q.handler("fine")
+    async def fine(job):
+        return "ok"
+""")
+
+
+def test_a_job_that_keeps_killing_its_worker_is_quarantined(tmp_path):
+    data = str(tmp_path / "data")
+    (tmp_path / "killer.py").write_text(KILLER)
+    env = {**os.environ, "GQ_DATA": data, "PYTHONPATH": str(tmp_path)}
+    with gq.Queue(data) as q:
+        poison = q.submit("poison", {})
+        fine = [q.submit("fine", i) for i in range(20)]
+    proc = subprocess.Popen([sys.executable, "-m", "gq.cli", "worker", "killer:q",
+                             "--processes", "2", "--concurrency", "1"],
+                            env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        with gq.Queue(data) as q:
+            wait_for(lambda: q.get(poison).state is gq.State.DEAD_LETTER, timeout=60)
+            info = q.get(poison)
+            assert info.error.category is gq.Category.SYSTEM
+            assert "died while running it 3 times" in info.error.message
+            wait_for(lambda: all(q.get(j).state is gq.State.COMPLETED for j in fine))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err.count("exited with -9") == 3

@@ -38,6 +38,8 @@ from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
                        StorageFull, UnknownDependency, ValidationError)
+from gq.config import CRASH_QUARANTINE_DEFAULT
+from gq.jobs import Category, JobError
 from gq.store import keys as K
 from gq.store.doorbell import Doorbell
 from gq.store.writer import GroupCommitWriter
@@ -473,11 +475,16 @@ class LMDBStore:
     async def apromote_due(self, *, now, limit=1000):
         return await self._awrite(functools.partial(_promote_due, now, limit))
 
-    def reclaim_owner(self, owner, *, now):
+    def reclaim_owner(self, owner, *, now, crashed=True,
+                      quarantine_after=CRASH_QUARANTINE_DEFAULT):
         """Running jobs leased to `owner` (a worker instance known to be dead) ->
-        scheduled, ready at once, `crashes` + 1. Their next claim counts a new
-        attempt. Returns the reclaimed ids."""
-        return self._write(functools.partial(_reclaim_owner, owner, now))
+        scheduled, ready at once; their next claim counts a new attempt. When the
+        owner `crashed` (rather than exiting after a graceful drain), each job's
+        `crashes` goes up by one, and a job whose worker died under it
+        `quarantine_after` times goes to dead_letter (category system) instead:
+        it must not take down worker after worker. Returns the reclaimed ids."""
+        return self._write(functools.partial(_reclaim_owner, owner, now, crashed,
+                                             quarantine_after))
 
     def reclaim_expired(self, job_id, *, owner, now, now_mono):
         """One running job whose lease (a monotonic deadline) has passed ->
@@ -808,13 +815,24 @@ def _running_records(b: Batch):
             yield rec
 
 
-def _reclaim_owner(owner, now, b: Batch):
+def _reclaim_owner(owner, now, crashed, quarantine_after, b: Batch):
     reclaimed = []
     for rec in list(_running_records(b)):
-        if rec.lease_owner == owner:
+        if rec.lease_owner != owner:
+            continue
+        crashes = rec.crashes + (1 if crashed else 0)
+        if crashed and crashes >= quarantine_after:
+            error = JobError(Category.SYSTEM,
+                             f"quarantined: its worker process died while running it "
+                             f"{crashes} times (it keeps killing its worker); fix the "
+                             "handler or the payload, then `gq retry` it",
+                             None, rec.attempts).to_json()
+            b.move(rec, S.DEAD_LETTER, now, lease_owner="", lease_deadline=0.0,
+                   crashes=crashes, error=error, finished_at=now)
+        else:
             b.move(rec, S.SCHEDULED, now, lease_owner="", lease_deadline=0.0, run_at=0.0,
-                   crashes=rec.crashes + 1)
-            reclaimed.append(rec.id)
+                   crashes=crashes)
+        reclaimed.append(rec.id)
     return reclaimed
 
 
