@@ -173,6 +173,34 @@ def cmd_check(args) -> int:
     return 0 if report.ok else 3
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '12h', '7d', '2w' -> seconds."""
+    text = text.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise GQError(f"duration {text!r} is not a number of seconds or a number with "
+                      "s, m, h, d or w (e.g. 7d)") from None
+    if value < 0:
+        raise GQError(f"duration {text!r} is negative")
+    return value * _UNITS[unit]
+
+
+def cmd_purge(args) -> int:
+    age = parse_duration(args.older_than)
+    with _open(args) as q:
+        n = q.purge(older_than=age)
+    if args.json:
+        _print_json({"purged": n})
+    else:
+        print(f"purged {n} finished jobs older than {args.older_than}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from gq.demo import run_demo
     return run_demo(args.data if args.data_given else None, jobs=args.jobs)
@@ -243,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "indexes with them; print each damaged job id. Exit status 3 on "
                        "damage, 0 when clean. Read-only.")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("purge", parents=[common], help="delete finished jobs past an age",
+                       description="Delete completed, failed and cancelled jobs that "
+                       "finished longer ago than --older-than (dead_letter jobs are kept "
+                       "for operators to retry).")
+    p.add_argument("--older-than", required=True, metavar="DURATION",
+                   help="e.g. 3600, 90m, 12h, 7d")
+    p.set_defaults(func=cmd_purge)
 
     for name, func, text in (("cancel", cmd_cancel, "cancel a job"),
                              ("retry", cmd_retry, "retry a dead-lettered job")):

@@ -162,6 +162,20 @@ class Queue:
         NotRetriable for a `failed` job: fix the payload and submit a new one."""
         return JobInfo(self._live_store().retry(job_id, now=time.time()))
 
+    def purge(self, older_than: float | None = None) -> int:
+        """Delete finished jobs (completed, failed, cancelled) older than
+        `older_than` seconds (default: the queue's `retention`). Returns the count."""
+        from gq.config import check_duration
+
+        age = self.config.retention if older_than is None else \
+            check_duration("older_than", older_than, allow_none=False, allow_zero=True)
+        store, total, now = self._live_store(), 0, time.time()
+        while True:
+            n = store.purge(older_than=age, now=now)
+            total += n
+            if n < 10_000:
+                return total
+
     def pause(self, type: str) -> None:
         """Stop dispatching jobs of `type` (persisted; submissions still accepted)."""
         self._live_store().set_paused(check_type(type), True)

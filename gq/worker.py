@@ -37,6 +37,7 @@ log = logging.getLogger("gq.worker")
 
 CONCURRENCY_DEFAULT = 64
 HEARTBEAT_INTERVAL_DEFAULT = 1.0   # how often running jobs are checked (cancel, lease)
+RETENTION_INTERVAL = 3600.0        # how often a worker purges jobs past the retention
 POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
 READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
 STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
@@ -114,6 +115,7 @@ class Worker:
         self._last_state_check = 0.0
         self._last_extend = 0.0
         self._last_recovery = 0.0
+        self._last_purge = time.monotonic()
         self._outcomes: list = []                 # (running, outcome) waiting for a commit
         self._outcome_writer: asyncio.Task | None = None
         self._doorbell = None          # this worker's wake-up socket (see serve)
@@ -462,6 +464,16 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            if time.monotonic() - self._last_purge >= RETENTION_INTERVAL:
+                self._last_purge = time.monotonic()
+                try:
+                    n = await self.queue.store.apurge(
+                        older_than=self.queue.config.retention, now=time.time())
+                    if n:
+                        log.info("retention: purged %d finished jobs older than %gs", n,
+                                 self.queue.config.retention)
+                except GQError as e:
+                    log.error("retention purge failed: %s", e)
             if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL:
                 self._last_recovery = time.monotonic()
                 try:

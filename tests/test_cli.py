@@ -82,6 +82,6 @@ def test_data_dir_is_a_file(tmp_path):
 
 def test_help_on_every_command():
     for command in ["demo", "worker", "submit", "inspect", "list", "stats", "cancel",
-                    "retry", "pause", "resume", "check"]:
+                    "retry", "pause", "resume", "check", "purge"]:
         out = gq(command, "--help")
         assert "--data" in out.stdout

@@ -486,6 +486,16 @@ class LMDBStore:
         return self._write(functools.partial(_reclaim_owner, owner, now, crashed,
                                              quarantine_after))
 
+    def purge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
+        """Delete up to `limit` finished jobs (completed, failed, cancelled) that
+        finished more than `older_than` seconds ago, with every index entry of
+        theirs. dead_letter jobs are kept: an operator may still retry them.
+        Returns how many were deleted; call again while it returns `limit`."""
+        return self._write(functools.partial(_purge, now - older_than, limit))
+
+    async def apurge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
+        return await self._awrite(functools.partial(_purge, now - older_than, limit))
+
     def reclaim_expired(self, job_id, *, owner, now, now_mono):
         """One running job whose lease (a monotonic deadline) has passed ->
         scheduled, if it is still leased to `owner` and still expired."""
@@ -834,6 +844,40 @@ def _reclaim_owner(owner, now, crashed, quarantine_after, b: Batch):
                    crashes=crashes)
         reclaimed.append(rec.id)
     return reclaimed
+
+
+PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
+
+
+def _purge(cutoff, limit, b: Batch) -> int:
+    doomed = []
+    types = sorted({t for (st, t) in b.store._read_counts(b.txn) if st in PURGEABLE})
+    with b.txn.cursor(db=b.db["listing"]) as cur:
+        for job_type in types:
+            for state in PURGEABLE:
+                prefix = K.listing_prefix(job_type, state)
+                if cur.set_range(prefix):
+                    for key, value in cur:
+                        if len(doomed) >= limit or not bytes(key).startswith(prefix):
+                            break
+                        doomed.append((bytes(key), bytes(value).decode()))
+    purged = 0
+    for listing_key, job_id in doomed:
+        rec = b.load(job_id)
+        if rec is None or rec.state not in PURGEABLE or rec.finished_at > cutoff:
+            continue
+        b.wrote = True
+        b.txn.delete(listing_key, db=b.db["listing"])
+        b.txn.delete(job_id.encode(), db=b.db["jobs"])
+        for dep in rec.depends_on:
+            b.txn.delete(K.dependent_key(dep, job_id), db=b.db["dependents"])
+        if rec.key:
+            owner = b.txn.get(K.idempotency_key(rec.key), db=b.db["keys"])
+            if owner is not None and bytes(owner).decode() == job_id:
+                b.txn.delete(K.idempotency_key(rec.key), db=b.db["keys"])
+        b.add_count(rec.state, rec.type, -1)
+        purged += 1
+    return purged
 
 
 def _finish_many_and_claim(finishes, owner, now, candidates, lease_deadline, b: Batch):
