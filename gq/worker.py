@@ -231,10 +231,16 @@ class Worker:
         if not candidates:
             return
         visibility = self.queue.config.visibility_timeout
-        claimed = await store.aclaim([(c[0], c[3]) for c in candidates],
-                                     owner=self.instance_id,
-                                     lease_deadline=time.monotonic() + visibility,
-                                     now=time.time())
+        try:
+            claimed = await store.aclaim([(c[0], c[3]) for c in candidates],
+                                         owner=self.instance_id,
+                                         lease_deadline=time.monotonic() + visibility,
+                                         now=time.time())
+        except GQError as e:      # the store failed: keep serving, try again later
+            log.error("claim failed: %s", e)
+            for entry in candidates:
+                self._heap.push(*entry)
+            return
         for record in claimed:
             self._start(record)
         if len(claimed) < len(candidates):

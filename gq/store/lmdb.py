@@ -25,6 +25,7 @@ import asyncio
 import errno
 import functools
 import heapq
+import logging
 import os
 import secrets
 import threading
@@ -37,12 +38,15 @@ from gq._core.plan import plan_rows
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
+                       RecordCorrupted,
                        StorageFull, UnknownDependency, ValidationError)
 from gq.config import CRASH_QUARANTINE_DEFAULT
 from gq.jobs import Category, JobError
 from gq.store import keys as K
 from gq.store.doorbell import Doorbell
 from gq.store.writer import GroupCommitWriter
+
+log = logging.getLogger("gq.store")
 
 TABLES = ("jobs", "index")
 LOGICAL_TABLES = ("ready", "delayed", "listing", "dependents", "keys", "meta")
@@ -768,7 +772,16 @@ def _claim(candidates, owner, lease_deadline, now, b: Batch):
     claimed = []
     paused = b.paused_types()
     for job_id, ready_seq in candidates:
-        rec = b.load(job_id)
+        try:
+            rec = b.load(job_id)
+        except RecordCorrupted as e:
+            # Unreadable: it can never run. Take it out of the ready queue so no
+            # worker trips on it again, and say so; `gq check` lists it.
+            log.error("%s; job taken out of the ready queue", e,
+                      extra={"job_id": job_id, "category": "system"})
+            b.wrote = True
+            b.txn.delete(K.ready_key(ready_seq), b"", b.db["ready"])
+            continue
         if rec is None or rec.state != S.SCHEDULED or rec.ready_seq != ready_seq:
             continue   # stale: someone else moved it since the dispatcher saw it
         if rec.type in paused:
@@ -885,7 +898,7 @@ def _finish_many_and_claim(finishes, owner, now, candidates, lease_deadline, b: 
     for job_id, attempt, state, result, error, run_at in finishes:
         try:
             _finish(job_id, attempt, owner, state, now, result, error, run_at, b)
-        except (LeaseLost, JobNotFound) as e:   # raised before that finish wrote anything
+        except (LeaseLost, JobNotFound, RecordCorrupted) as e:   # before that finish wrote
             refused[job_id] = e
     claimed = _claim(candidates, owner, lease_deadline, now, b) if candidates else []
     return refused, claimed
