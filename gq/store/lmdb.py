@@ -56,6 +56,17 @@ _META_FORMAT, _META_SEQ, _META_TAG, _PAUSED = K.META_FORMAT, K.META_SEQ, K.META_
 _PLANNED_TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys")
 
 
+def load_record(raw, job_id: str) -> JobRecord:
+    """Decode a stored record (checksum verified) and make sure it is the record
+    of `job_id`: LMDB keeps no page checksums, so a damaged B-tree page could
+    lead a lookup to another job's record, which must never be handed out."""
+    rec = decode_record(raw, job_id)
+    if rec.id != job_id:
+        raise RecordCorrupted(job_id, f"the stored record belongs to job {rec.id!r} "
+                                      "(a damaged index page)")
+    return rec
+
+
 class _PartialWrite(Exception):
     """An op raised a GQError after it had written: its batch must be aborted."""
 
@@ -97,7 +108,7 @@ class Batch:
         if self.planned:
             self.write_planned()
         raw = self._jobs_cur.get(job_id.encode())
-        return None if raw is None else decode_record(raw, job_id)
+        return None if raw is None else load_record(raw, job_id)
 
     def load_existing(self, job_id: str) -> JobRecord:
         record = self.load(job_id)
@@ -532,7 +543,7 @@ class LMDBStore:
             for job_id in job_ids:
                 raw = txn.get(job_id.encode(), db=self._db["jobs"])
                 if raw is not None:
-                    rec = decode_record(raw, job_id)
+                    rec = load_record(raw, job_id)
                     out[job_id] = (rec.state, rec.attempts, rec.lease_owner)
         return out
 
@@ -560,7 +571,7 @@ class LMDBStore:
     def get(self, job_id):
         with self._read() as txn:
             raw = txn.get(job_id.encode(), db=self._db["jobs"])
-            return None if raw is None else decode_record(raw, job_id)
+            return None if raw is None else load_record(raw, job_id)
 
     def list(self, *, state=None, type=None, limit=100):
         with self._read() as txn:
@@ -583,7 +594,7 @@ class LMDBStore:
             for job_id in ids:
                 raw = txn.get(job_id.encode(), db=jobs)
                 if raw is not None:
-                    out.append(decode_record(raw, job_id))
+                    out.append(load_record(raw, job_id))
             return out
 
     def _scan_listing(self, txn, prefix: bytes, limit: int, with_seq: bool = False):
@@ -747,7 +758,7 @@ class _SubmitOp:
                 raw = b.txn.get(dep.encode(), db=b.db["jobs"])
                 if raw is None:
                     raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
-                unmet = unmet or decode_record(raw, dep).state != S.COMPLETED
+                unmet = unmet or load_record(raw, dep).state != S.COMPLETED
             waits.append(unmet)
         return waits
 
@@ -761,7 +772,7 @@ class _SubmitOp:
             return None
         job_id = bytes(raw).decode()
         owner = b.txn.get(raw, db=b.db["jobs"])
-        if owner is None or S.is_terminal(decode_record(owner, job_id).state):
+        if owner is None or S.is_terminal(load_record(owner, job_id).state):
             return None
         return job_id
 
@@ -817,7 +828,7 @@ class _ReadView:
 
     def load(self, job_id):
         raw = self.txn.get(job_id.encode(), db=self.db["jobs"])
-        return None if raw is None else decode_record(raw, job_id)
+        return None if raw is None else load_record(raw, job_id)
 
 
 def _running_records(b: Batch):
