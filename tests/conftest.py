@@ -40,3 +40,20 @@ def rng(request):
     request.node.user_properties.append(("seed", seed))
     print(f"random seed: {seed} (replay with GQ_TEST_SEED={seed})")
     return SeededRandom(seed)
+
+
+def flip_byte_near(data_dir: str, marker: str, offset: int, mask: int) -> None:
+    """Damage a stored record for real: flip bits of the byte `offset` bytes into
+    the first occurrence of `marker` in the data dir's data.mdb."""
+    path = os.path.join(data_dir, "data.mdb")
+    with open(path, "r+b") as f:
+        raw = f.read()
+        at = raw.find(marker.encode())
+        assert at >= 0, f"{marker!r} is not in {path}"
+        f.seek(at + offset)
+        f.write(bytes([raw[at + offset] ^ mask]))
+
+
+@pytest.fixture
+def flip_byte():
+    return flip_byte_near

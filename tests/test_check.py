@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -35,16 +34,10 @@ def test_clean_store_passes(tmp_path):
     assert rc == 0 and report["ok"] and report["records"] == 22
 
 
-def test_flipped_byte_in_a_record_is_reported_by_id(tmp_path):
+def test_flipped_byte_in_a_record_is_reported_by_id(tmp_path, flip_byte):
     data = str(tmp_path / "d")
     victim = make_store(data)
-    path = os.path.join(data, "data.mdb")
-    raw = bytearray(open(path, "rb").read())
-    at = raw.find(MARKER.encode())
-    assert at > 0
-    raw[at + 3] ^= 0x01
-    with open(path, "r+b") as f:
-        f.write(raw)
+    flip_byte(data, MARKER, 3, 0x01)
     rc, report = check(data)
     assert rc == 3 and not report["ok"]
     assert [d["id"] for d in report["damaged"]] == [victim]

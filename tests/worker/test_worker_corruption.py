@@ -4,26 +4,18 @@ ready queue and logged, every other job completes, and `gq check` names it."""
 from __future__ import annotations
 
 import logging
-import os
 
-import gq
 from gq.check import check_store
 from worker_harness import wait_all
 
 MARKER = "corrupt-me-0123456789"
 
 
-def test_worker_survives_a_corrupted_record(make_queue, start_worker, caplog):
+def test_worker_survives_a_corrupted_record(make_queue, start_worker, caplog, flip_byte):
     q = make_queue()
     victim = q.submit("t", {"note": MARKER}, priority=9)    # first in line
     others = [q.submit("t", {"n": i}) for i in range(30)]
-    path = os.path.join(q.path, "data.mdb")
-    raw = bytearray(open(path, "rb").read())
-    at = raw.find(MARKER.encode())
-    assert at > 0
-    raw[at + 2] ^= 0x20
-    with open(path, "r+b") as f:
-        f.write(raw)
+    flip_byte(q.path, MARKER, 2, 0x20)
     ran = []
 
     @q.handler("t")
