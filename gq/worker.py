@@ -168,11 +168,11 @@ class Worker:
         try:
             while not self._stopping:
                 self._wake.clear()
-                await self._dispatch()
+                next_due = await self._dispatch()
                 if self._stopping:
                     break
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
+                    await asyncio.wait_for(self._wake.wait(), self._idle_timeout(next_due))
                 except asyncio.TimeoutError:
                     pass
             await self._drain()
@@ -208,19 +208,26 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
-    def _idle_timeout(self) -> float:
+    @staticmethod
+    def _idle_timeout(next_due: float | None) -> float:
         timeout = POLL_INTERVAL
-        next_due = self.queue.store.next_due()
         if next_due is not None:
             timeout = min(timeout, max(0.0, next_due - time.time()))
         return timeout
 
     # -- dispatch -------------------------------------------------------------------
-    async def _dispatch(self) -> None:
+    async def _dispatch(self) -> float | None:
+        """Promote due delayed jobs, learn new ready ones, fill free slots.
+        Returns when the next delayed job falls due (None: none waiting)."""
         store = self.queue.store
         next_due = store.next_due()
         if next_due is not None and next_due <= time.time():
             await store.apromote_due(now=time.time())
+            next_due = store.next_due()
+        await self._fill_slots(store)
+        return next_due
+
+    async def _fill_slots(self, store) -> None:
         self._refresh_heap(store)
         if self._running and time.monotonic() - self._last_state_check > STATE_CHECK_MIN_GAP:
             self._check_running_states()

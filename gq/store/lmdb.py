@@ -116,15 +116,13 @@ class Batch:
             raise JobNotFound(job_id)
         return record
 
-    def count(self, state: int, job_type: str | None = None) -> int:
-        """Jobs in `state` (of one type, or of all), including this transaction's changes."""
+    def count(self, states) -> int:
+        """Jobs in any of `states`, including this transaction's changes."""
         total = 0
-        for (st, t), n in self.store._read_counts(self.txn).items():
-            if st == state and (job_type is None or t == job_type):
-                total += n
-        for (st, t), n in self._count_deltas.items():
-            if st == state and (job_type is None or t == job_type):
-                total += n
+        for counts in (self.store._read_counts(self.txn), self._count_deltas):
+            for (state, _), n in counts.items():
+                if state in states:
+                    total += n
         return total
 
     # -- writes (an op calls these only after all its checks passed) -----------
@@ -646,10 +644,6 @@ class LMDBStore:
                     out.append((K.parse_ready_key(key), *K.parse_ready_value(value)))
         return out
 
-    def last_seq(self) -> int:
-        with self._read() as txn:
-            return SequenceCounter.decode(txn.get(_META_SEQ, db=self._db["meta"])).last
-
     # -- closing --------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
@@ -701,7 +695,7 @@ class _SubmitOp:
             else [False] * len(fresh)
         # 3. the hard depth limit: retries never count here, only new submissions
         if self.max_depth is not None and fresh:
-            depth = b.count(S.PENDING) + b.count(S.SCHEDULED)
+            depth = b.count((S.PENDING, S.SCHEDULED))
             if depth + len(fresh) > self.max_depth:
                 raise QueueFull(
                     f"the queue holds {depth:,} unfinished jobs (pending + scheduled) and "
