@@ -199,6 +199,17 @@ class Queue:
             return fn
         return register
 
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for readiness probes: False while the store cannot serve.
+
+        The HTTP `/readyz` and operators' tools ask this; the store's circuit
+        breaker and fault handling feed it."""
+        try:
+            self._live_store().counts()
+        except GQError as exc:
+            return False, str(exc)
+        return True, "ok"
+
     # -- lifecycle ----------------------------------------------------------------
     def _live_store(self):
         if self._closed:
