@@ -11,11 +11,14 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+import orjson
+
+from gq._core.plan import fast_specs
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
 from gq.store.lmdb import registry
-from gq.submission import check_batch, check_type, make_spec
+from gq.submission import check_batch, check_type, known_types, make_spec
 
 if TYPE_CHECKING:
     from gq.handlers import HandlerSpec
@@ -98,9 +101,13 @@ class Queue:
             raise ValidationError("submit_many takes a list of job mappings")
         now = time.time()
         limit = self.config.max_payload_bytes
-        specs = []
-        append = specs.append
-        for n, job in enumerate(jobs):
+        jobs = jobs if jobs.__class__ is list else list(jobs)
+        # Plain jobs take the compiled path; the rest (and every error) come here.
+        specs = fast_specs(jobs, known_types(), orjson.dumps, limit)
+        for n, spec in enumerate(specs):
+            if spec is not None:
+                continue
+            job = jobs[n]
             if job.__class__ is not dict and not isinstance(job, Mapping):
                 raise ValidationError(f"job #{n} of the batch is a {type(job).__name__}, "
                                       "not a mapping of submit arguments")
@@ -110,7 +117,7 @@ class Queue:
                     f"job #{n} of the batch has unknown field(s) {', '.join(sorted(unknown))}"
                     if unknown else f"job #{n} of the batch has no 'type'")
             try:
-                append(make_spec(max_payload_bytes=limit, now=now, **job))
+                specs[n] = make_spec(max_payload_bytes=limit, now=now, **job)
             except ValidationError as e:
                 e.args = (f"job #{n} of the batch: {e}",) + e.args[1:]
                 raise
