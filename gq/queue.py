@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import orjson
 
-from gq._core.plan import fast_specs
+from gq._core.plan import fast_specs, plain_spec
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
@@ -71,8 +71,11 @@ class Queue:
         """`submit` for coroutines: concurrent callers share one commit (one fsync)."""
         store = self._live_store()
         now = time.time()
-        spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
-                         now=now, **job)
+        spec = None if job else plain_spec(type, payload, known_types(), orjson.dumps,
+                                           self.config.max_payload_bytes)
+        if spec is None:
+            spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
+                             now=now, **job)
         return (await store.asubmit([spec], max_depth=self.config.max_depth, now=now))[0]
 
     def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:

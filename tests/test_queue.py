@@ -240,3 +240,23 @@ class TestLookups:
         q.close()
         with pytest.raises(gq.GQError, match="closed"):
             q.submit("a")
+
+
+def test_plain_and_checked_submits_in_one_group_commit(queue):
+    """Plain submissions are planned together at the end of a batch; jobs with
+    keys or caller-chosen ids in the same batch keep their own checks."""
+    async def main():
+        plain = [queue.asubmit("p", i) for i in range(200)]
+        keyed = [queue.asubmit("k", i, key=f"key-{i % 10}") for i in range(50)]
+        named = [queue.asubmit("n", i, id=f"n-{i}") for i in range(20)]
+        return await asyncio.gather(*plain, *keyed, *named)
+
+    ids = asyncio.run(main())
+    plain_ids, keyed_ids, named_ids = ids[:200], ids[200:250], ids[250:]
+    assert len(set(plain_ids)) == 200 and len(set(keyed_ids)) == 10
+    assert named_ids == [f"n-{i}" for i in range(20)]
+    assert queue.stats()["total"] == 230
+    jobs = [queue.get(jid) for jid in plain_ids]
+    assert [j.payload for j in jobs] == list(range(200))
+    assert [j.seq for j in jobs] == sorted(j.seq for j in jobs)   # FIFO as submitted
+    assert len({j.seq for j in map(queue.get, set(ids))}) == 230

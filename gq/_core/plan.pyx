@@ -212,6 +212,41 @@ cdef inline void _add_count(dict counts, int state, object job_type, Py_ssize_t 
     counts[key] = counts.get(key, 0) + n
 
 
+cdef JobSpec _plain_spec(object job_type, object payload, long long priority, object dumps,
+                        Py_ssize_t max_payload_bytes):
+    """A JobSpec for a plain job whose type is known valid, or None when the
+    payload needs make_spec's checks (and its error message)."""
+    cdef bytes data
+    if priority < -2147483648 or priority > 2147483647:
+        return None
+    try:
+        data = dumps(payload)
+    except Exception:
+        return None
+    if PyBytes_GET_SIZE(data) > max_payload_bytes:
+        return None
+    cdef JobSpec spec = JobSpec.__new__(JobSpec)
+    spec.id = None
+    spec.type = job_type
+    spec.payload = data
+    spec.priority = <int32_t>priority
+    spec.run_at = 0.0
+    spec.depends_on = ()
+    spec.key = ""
+    spec.max_attempts = 0
+    spec.timeout = -1.0
+    spec.lifetime = -1.0
+    return spec
+
+
+def plain_spec(job_type, payload, dict known_types, object dumps, Py_ssize_t max_payload_bytes):
+    """`submit(job_type, payload)` with no other argument, when job_type is known
+    valid: its JobSpec, or None for gq.submission.make_spec to check."""
+    if type(job_type) is not str or job_type not in known_types:
+        return None
+    return _plain_spec(job_type, payload, 0, dumps, max_payload_bytes)
+
+
 def fast_specs(list jobs, dict known_types, object dumps, Py_ssize_t max_payload_bytes):
     """The compiled fast path of gq.submission for the common job shape.
 
@@ -220,11 +255,9 @@ def fast_specs(list jobs, dict known_types, object dumps, Py_ssize_t max_payload
     "priority" becomes a JobSpec here; every other job comes back as None for
     gq.submission.make_spec to check (and to word its error).
     """
-    cdef Py_ssize_t i, n = len(jobs), found, size
+    cdef Py_ssize_t i, n = len(jobs), found
     cdef list out = [None] * n
-    cdef JobSpec spec
     cdef long long priority
-    cdef bytes data
     for i in range(n):
         job = jobs[i]
         if type(job) is not dict:
@@ -247,30 +280,11 @@ def fast_specs(list jobs, dict known_types, object dumps, Py_ssize_t max_payload
                 priority = prio
             except OverflowError:
                 continue
-            if priority < -2147483648 or priority > 2147483647:
-                continue
         else:
             continue
         if found != len(<dict>job):
             continue
-        try:
-            data = dumps(payload)
-        except Exception:
-            continue          # make_spec words the error
-        if PyBytes_GET_SIZE(data) > max_payload_bytes:
-            continue
-        spec = JobSpec.__new__(JobSpec)
-        spec.id = None
-        spec.type = job_type
-        spec.payload = data
-        spec.priority = <int32_t>priority
-        spec.run_at = 0.0
-        spec.depends_on = ()
-        spec.key = ""
-        spec.max_attempts = 0
-        spec.timeout = -1.0
-        spec.lifetime = -1.0
-        out[i] = spec
+        out[i] = _plain_spec(job_type, payload, priority, dumps, max_payload_bytes)
     return out
 
 
