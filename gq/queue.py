@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
-from gq.store.lmdb import registry
+from gq.store import opening
 from gq.submission import check_batch, check_type, make_spec
 
 if TYPE_CHECKING:
@@ -34,12 +34,13 @@ class Queue:
     """
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
+        # `path` may also be a postgresql:// URL: the PostgreSQL store (docs/backends.md).
         self.config = QueueConfig.from_kwargs(**options)
         self.path = os.fspath(path)
         if not self.path:
             raise ValidationError("the data dir path is empty")
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = opening.acquire(self.path, self.config)
         self._closed = False
         self.handlers: dict[str, "HandlerSpec"] = {}
 
@@ -225,7 +226,7 @@ class Queue:
         if os.getpid() == self._pid:
             return
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = opening.acquire(self.path, self.config)
         self._closed = False
 
     @property
@@ -239,7 +240,7 @@ class Queue:
             return
         self._closed = True
         if os.getpid() == self._pid:
-            registry.release(self._store)
+            opening.release(self._store)
 
     def __enter__(self) -> "Queue":
         return self
