@@ -27,14 +27,40 @@ class ClaimQuota:
         return f"ClaimQuota(n={self.n}, caps={self.caps!r})"
 
 
-def worker_quota(handlers, running_by_type: dict[str, int], free: int) -> ClaimQuota:
-    """The quota of a worker with `free` slots: every type it has a handler for,
-    each capped by what its handler's concurrency limit still allows."""
-    caps: dict[str, int | None] = {}
-    for job_type, spec in handlers.items():
-        limit = spec.concurrency
-        if limit is None:
-            caps[job_type] = None
-        elif limit - running_by_type.get(job_type, 0) > 0:
-            caps[job_type] = min(free, limit - running_by_type.get(job_type, 0))
-    return ClaimQuota(free, caps)
+class QuotaBook:
+    """A worker's promises to claims still in flight. A worker can have two
+    claims under way at once (its dispatcher's, and the one that rides along
+    with a batch of outcomes); each quota is cut from what the other has not
+    already been promised, so together they never pass the worker's concurrency
+    nor a handler's limit. `settle` once the claim returned (and its jobs count
+    as running)."""
+
+    def __init__(self):
+        self.total = 0
+        self.by_type: dict[str, int] = {}
+
+    def take(self, handlers, running_by_type: dict[str, int], free: int) -> ClaimQuota:
+        free = max(0, free - self.total)
+        caps: dict[str, int | None] = {}
+        for job_type, spec in handlers.items():
+            limit = spec.concurrency
+            if limit is None:
+                caps[job_type] = None
+                continue
+            left = limit - running_by_type.get(job_type, 0) - self.by_type.get(job_type, 0)
+            if left > 0:
+                caps[job_type] = min(free, left)
+        quota = ClaimQuota(free, caps)
+        self.total += quota.n
+        for job_type, cap in caps.items():
+            if cap is not None:
+                self.by_type[job_type] = self.by_type.get(job_type, 0) + cap
+        return quota
+
+    def settle(self, quota) -> None:
+        if not isinstance(quota, ClaimQuota):
+            return
+        self.total -= quota.n
+        for job_type, cap in quota.caps.items():
+            if cap is not None:
+                self.by_type[job_type] -= cap

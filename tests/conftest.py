@@ -106,5 +106,8 @@ def backend(request):
 def location(backend, data_dir, request):
     """Where a gq.Queue of this test's backend lives: a data dir or a URL."""
     if backend == "postgres":
+        marker = request.node.get_closest_marker("lmdb_only")
+        if marker is not None:
+            pytest.skip(f"LMDB only: {marker.args[0]}")
         return request.getfixturevalue("postgres_url")
     return data_dir
