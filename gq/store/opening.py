@@ -9,6 +9,18 @@ def is_postgres(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
+def shown(location: str) -> str:
+    """The location as logs may show it: a URL without its password."""
+    if not is_postgres(location):
+        return location
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@",
+                                                                 ":***@")))
+
+
 def acquire(location: str, config):
     """The process's shared store for `location` (see each backend's registry)."""
     if is_postgres(location):

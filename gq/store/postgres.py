@@ -38,7 +38,6 @@ import os
 import secrets
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -52,14 +51,15 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        LeaseLost, NotRetriable, PersistenceError, QueueFull, StorageFull,
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError
+from gq.store.opening import shown
 from gq.store.pg_instances import Instances
 from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from gq.store.pg_wake import ListenDoorbell
+from gq.store.records import restore_record
 from gq.store.writer import GroupCommitWriter
 
 log = logging.getLogger("gq.store")
 
-URL_SCHEMES = ("postgresql://", "postgres://")
 RETRIES = 3            # re-runs of an op whose transaction the server aborted
 POOL_SIZE = 8          # read connections per store
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
@@ -77,44 +77,22 @@ _ACTIVE = (S.PENDING, S.SCHEDULED)
 PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
 
 
-def is_url(location: str) -> bool:
-    return location.startswith(URL_SCHEMES)
-
-
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-# JobRecord's constructor takes only the states a job is born in; a record read
-# back is restored by walking the lifecycle gate from there to its stored state.
-_RESTORE = {S.PENDING: (S.PENDING, ()), S.SCHEDULED: (S.SCHEDULED, ()),
-            S.RUNNING: (S.SCHEDULED, (S.RUNNING,)),
-            S.COMPLETED: (S.SCHEDULED, (S.RUNNING, S.COMPLETED)),
-            S.FAILED: (S.SCHEDULED, (S.RUNNING, S.FAILED)),
-            S.DEAD_LETTER: (S.SCHEDULED, (S.DEAD_LETTER,)),
-            S.CANCELLED: (S.SCHEDULED, (S.CANCELLED,))}
+    return shown(url)
 
 
 def to_record(row) -> JobRecord:
     (job_id, job_type, state, priority, attempts, max_attempts, crashes, seq, ready_seq,
      created_at, updated_at, run_at, started_at, finished_at, timeout, lifetime,
      lease_deadline, lease_owner, payload, result, error, extra, depends_on, key) = row
-    born, path = _RESTORE[state]
-    rec = JobRecord(job_id, job_type, bytes(payload), born, priority=priority,
-                     attempts=attempts, max_attempts=max_attempts, crashes=crashes, seq=seq,
-                     ready_seq=ready_seq, created_at=created_at, updated_at=updated_at,
-                     run_at=run_at, started_at=started_at, finished_at=finished_at,
-                     timeout=timeout, lifetime=lifetime, lease_deadline=lease_deadline,
-                     result=bytes(result), error=bytes(error), extra=bytes(extra),
-                     depends_on=depends_on, key=key, lease_owner=lease_owner)
-    for step in path:
-        rec.move_to(step)
-    return rec
+    return restore_record(
+        job_id, job_type, bytes(payload), state, priority=priority, attempts=attempts,
+        max_attempts=max_attempts, crashes=crashes, seq=seq, ready_seq=ready_seq,
+        created_at=created_at, updated_at=updated_at, run_at=run_at, started_at=started_at,
+        finished_at=finished_at, timeout=timeout, lifetime=lifetime,
+        lease_deadline=lease_deadline, result=bytes(result), error=bytes(error),
+        extra=bytes(extra), depends_on=depends_on, key=key, lease_owner=lease_owner)
 
 
 def _remaining(lease_deadline: float):
@@ -561,34 +539,36 @@ class PostgresStore:
         return await self._awrite(functools.partial(_purge, now - older_than, limit))
 
     # -- moving between stores (gq export / gq import) -----------------------------
-    def insert_records(self, records) -> None:
-        """Store records as they are (state, attempts, seq and all), for `gq import`.
-        Sequence numbers go past every imported one; ready jobs get fresh ready seqs."""
+    def insert_records(self, records, *, now: float) -> None:
+        """Store moved-in records as they are (state, attempts, crashes, result...)
+        with fresh seqs in the given order; all of them or none (DuplicateJobId).
+        A scheduled job that is due becomes ready. See gq.transfer."""
+        records = list(records)
+
         def op(tx: _Tx):
-            for rec in records:
-                if tx.rows("SELECT 1 FROM gq_jobs WHERE id = %s", (rec.id,)):
-                    raise DuplicateJobId(f"job id {rec.id!r} is already used by a stored job")
-            top = max((rec.seq for rec in records), default=0)
-            tx.write("SELECT setval('gq_seq', greatest(%s, (SELECT last_value FROM gq_seq)))",
-                     (top,))
-            for rec in records:
-                ready = rec.state == S.SCHEDULED and rec.ready_seq
+            ids = [rec.id for rec in records]
+            taken = tx.rows("SELECT id FROM gq_jobs WHERE id = ANY(%s) LIMIT 1", (ids,))
+            if taken:
+                raise DuplicateJobId(f"job id {taken[0][0]!r} is already used by a stored job")
+            seqs = [r[0] for r in tx.rows(
+                "SELECT nextval('gq_seq') FROM generate_series(1, %s)", (len(records),))]
+            for rec, seq in zip(records, seqs):
+                ready = rec.state == S.SCHEDULED and rec.run_at <= now
                 tx.write(
                     "INSERT INTO gq_jobs (id, type, state, priority, attempts, max_attempts, "
                     "crashes, seq, ready_seq, created_at, updated_at, run_at, started_at, "
-                    "finished_at, timeout, lifetime, lease_deadline, lease_owner, payload, "
-                    "result, error, extra, depends_on, key) VALUES (%s, %s, %s, %s, %s, %s, "
-                    "%s, %s, CASE WHEN %s THEN nextval('gq_seq') END, %s, %s, %s, %s, %s, %s, "
-                    "%s, 0, '', %s, %s, %s, %s, %s, NULLIF(%s, ''))",
+                    "finished_at, timeout, lifetime, payload, result, error, extra, "
+                    "depends_on, key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s, %s, %s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''))",
                     (rec.id, rec.type, rec.state, rec.priority, rec.attempts, rec.max_attempts,
-                     rec.crashes, rec.seq, bool(ready), rec.created_at, rec.updated_at,
+                     rec.crashes, seq, seq if ready else None, rec.created_at, now,
                      rec.run_at, rec.started_at, rec.finished_at, rec.timeout, rec.lifetime,
                      rec.payload, rec.result, rec.error, rec.extra, list(rec.depends_on),
                      rec.key))
                 if rec.state == S.PENDING and rec.depends_on:
                     tx.write("INSERT INTO gq_dependents SELECT d, %s FROM unnest(%s::text[]) d "
                              "ON CONFLICT DO NOTHING", (rec.id, list(rec.depends_on)))
-                tx.ring = tx.ring or bool(ready)
+                tx.ring = tx.ring or ready
         self._write(op)
 
     # -- closing ---------------------------------------------------------------------
