@@ -139,6 +139,7 @@ def cmd_worker(args) -> int:
 
     import gq
     from gq.logs import configure_logging
+    from gq.store import opening
 
     configure_logging(args.log_format, args.log_level)
     queue = load_queue(args.target)
@@ -149,7 +150,8 @@ def cmd_worker(args) -> int:
                       "queue there")
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
                        shutdown_timeout=args.shutdown_timeout)
-    logging.getLogger("gq.worker").info("serving %s from %s", args.target, queue.path)
+    logging.getLogger("gq.worker").info("serving %s from %s", args.target,
+                                        opening.shown(queue.path))
     return worker.run()
 
 
@@ -209,7 +211,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", default=os.environ.get("GQ_DATA", "./gq-data"),
-                        help="data dir (default: $GQ_DATA or ./gq-data)")
+                        help="data dir or postgresql:// URL (default: $GQ_DATA or ./gq-data)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     parser = argparse.ArgumentParser(
@@ -290,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("type")
         p.set_defaults(func=func)
+    from gq.transfer import add_subcommands as add_transfer_commands
+    add_transfer_commands(sub, common)     # gq export / gq import
     return parser
 
 

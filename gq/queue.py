@@ -17,7 +17,7 @@ from gq._core.plan import fast_specs, plain_spec
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
-from gq.store.lmdb import registry
+from gq.store import opening
 from gq.submission import check_batch, check_type, known_types, make_spec
 
 if TYPE_CHECKING:
@@ -37,12 +37,13 @@ class Queue:
     """
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
+        # `path` may also be a postgresql:// URL: the PostgreSQL store (docs/backends.md).
         self.config = QueueConfig.from_kwargs(**options)
         self.path = os.fspath(path)
         if not self.path:
             raise ValidationError("the data dir path is empty")
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = opening.acquire(self.path, self.config)
         self._closed = False
         self.handlers: dict[str, "HandlerSpec"] = {}
 
@@ -235,7 +236,7 @@ class Queue:
         if os.getpid() == self._pid:
             return
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = opening.acquire(self.path, self.config)
         self._closed = False
 
     @property
@@ -249,7 +250,7 @@ class Queue:
             return
         self._closed = True
         if os.getpid() == self._pid:
-            registry.release(self._store)
+            opening.release(self._store)
 
     def __enter__(self) -> "Queue":
         return self
