@@ -35,6 +35,7 @@ import lmdb
 
 from gq._core import states as S
 from gq._core.codec import FORMAT_VERSION, JobRecord, decode_record
+from gq._core.feed import push_ready_rows
 from gq._core.plan import plan_rows
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
@@ -674,6 +675,15 @@ class LMDBStore:
                         break
                     out.append((K.parse_ready_key(key), *K.parse_ready_value(value)))
         return out
+
+    def push_ready_after(self, heap, seq, limit, handled):
+        """ready_after straight into a ReadyHeap (rows of types in `handled` only),
+        parsed in the core: a worker's start on a big store reads the whole feed.
+        Returns (rows read, last seq read; 0 if none)."""
+        with self._read() as txn, txn.cursor(db=self._db["ready"]) as cur:
+            if not cur.set_range(K.ready_key(seq + 1)):
+                return 0, 0
+            return push_ready_rows(heap, cur.iternext(), handled, limit)
 
     # -- closing --------------------------------------------------------------
     def _check_open(self) -> None:
