@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 
 import pytest
 
@@ -57,3 +58,20 @@ def flip_byte_near(data_dir: str, marker: str, offset: int, mask: int) -> None:
 @pytest.fixture
 def flip_byte():
     return flip_byte_near
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A real read-only filesystem (as root, chmod cannot make a dir unwritable)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); read-only mount not testable")
+    try:
+        with gq.Queue(str(mnt / "data")) as q:
+            q.submit("a", {"kept": True}, id="before-ro")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
