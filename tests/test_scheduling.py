@@ -17,6 +17,14 @@ from gq._core import states as S
 from gq.metrics import JOBS_BLOCKED, QUEUE_DEPTH_WARNING
 
 
+@pytest.fixture
+def queue(location):
+    """A queue on this test's backend (LMDB data dir or PostgreSQL schema)."""
+    q = gq.Queue(location)
+    yield q
+    q.close()
+
+
 def claim(q, job_id, owner="w"):
     rec = q.store.get(job_id)
     (claimed,) = q.store.claim([(job_id, rec.ready_seq)], owner=owner,
@@ -176,6 +184,7 @@ class TestBlocked:
         queue.cancel("d1")
         assert queue.store.blocked_count() == 0
 
+    @pytest.mark.lmdb_only("gq check reads the LMDB indexes")
     def test_check_is_clean_after_blocking(self, queue):
         from gq.check import check_store
         root = queue.submit("t", id="root")
@@ -204,8 +213,8 @@ class TestLifetime:
             queue.store.finish(running, attempt=1, owner="w", state=S.COMPLETED,
                                now=time.time(), result=b"1")
 
-    def test_defaults_job_then_handler_then_queue(self, data_dir):
-        q = gq.Queue(data_dir, lifetime=100)
+    def test_defaults_job_then_handler_then_queue(self, location):
+        q = gq.Queue(location, lifetime=100)
         q.handler("typed", lifetime=50)(lambda job: None)
         a = q.submit("typed")
         b = q.submit("untyped")
@@ -232,36 +241,36 @@ class TestIdempotency:
         finish(queue, a, S.COMPLETED)
         assert queue.submit("t", key="k") != a
 
-    def test_window_after_completion(self, data_dir):
-        q = gq.Queue(data_dir, idempotency_window=60)
+    def test_window_after_completion(self, location):
+        q = gq.Queue(location, idempotency_window=60)
         a = q.submit("t", key="k")
         finish(q, a, S.COMPLETED, now=time.time() - 30)
         assert q.submit("t", key="k") == a
         assert q.stats()["total"] == 1
         q.close()
 
-    def test_window_has_passed(self, data_dir):
-        q = gq.Queue(data_dir, idempotency_window=60)
+    def test_window_has_passed(self, location):
+        q = gq.Queue(location, idempotency_window=60)
         a = q.submit("t", key="k")
         finish(q, a, S.COMPLETED, now=time.time() - 61)
         assert q.submit("t", key="k") != a
         q.close()
 
-    def test_failed_job_frees_its_key_even_inside_the_window(self, data_dir):
-        q = gq.Queue(data_dir, idempotency_window=60)
+    def test_failed_job_frees_its_key_even_inside_the_window(self, location):
+        q = gq.Queue(location, idempotency_window=60)
         a = q.submit("t", key="k")
         finish(q, a, S.FAILED)
         assert q.submit("t", key="k") != a
         q.close()
 
-    def test_bad_window(self, data_dir):
+    def test_bad_window(self, location):
         with pytest.raises(gq.ValidationError, match="idempotency_window"):
-            gq.Queue(data_dir, idempotency_window=-1)
+            gq.Queue(location, idempotency_window=-1)
 
 
 class TestDepth:
-    def test_hard_limit_refuses_and_persists_nothing(self, data_dir):
-        q = gq.Queue(data_dir, max_depth=3)
+    def test_hard_limit_refuses_and_persists_nothing(self, location):
+        q = gq.Queue(location, max_depth=3)
         q.submit_many([{"type": "t"}] * 3)
         before = q.stats()
         with pytest.raises(gq.QueueFull, match="max_depth is 3"):
@@ -272,8 +281,8 @@ class TestDepth:
         assert q.store.next_expiry() is None
         q.close()
 
-    def test_retries_do_not_count_against_new_submissions(self, data_dir):
-        q = gq.Queue(data_dir, max_depth=2)
+    def test_retries_do_not_count_against_new_submissions(self, location):
+        q = gq.Queue(location, max_depth=2)
         a, b = q.submit("t"), q.submit("t")
         finish(q, a, S.SCHEDULED)          # failed attempt, retry in an hour
         finish(q, b, S.SCHEDULED)
@@ -286,8 +295,8 @@ class TestDepth:
         assert {state(q, j) for j in (a, b)} == {"scheduled"} and d
         q.close()
 
-    def test_depth_warning_logs_and_sets_the_gauge(self, data_dir, caplog):
-        q = gq.Queue(data_dir, depth_warning=2)
+    def test_depth_warning_logs_and_sets_the_gauge(self, location, caplog):
+        q = gq.Queue(location, depth_warning=2)
         with caplog.at_level(logging.WARNING, logger="gq.backpressure"):
             q.submit("t")
             q.submit("t")

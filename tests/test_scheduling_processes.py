@@ -31,9 +31,9 @@ RACER = textwrap.dedent("""
 """)
 
 
-def race(data_dir, mode, n, *extra, processes=4):
+def race(location, mode, n, *extra, processes=4):
     start = time.time() + 2.0   # time for every interpreter to start and open the store
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, data_dir, repr(start), mode,
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, location, repr(start), mode,
                                str(n), *extra], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for _ in range(processes)]
@@ -45,21 +45,21 @@ def race(data_dir, mode, n, *extra, processes=4):
     return results
 
 
-def test_four_processes_racing_on_one_key_create_one_job(data_dir):
-    gq.Queue(data_dir).close()   # create the store before the race
-    results = race(data_dir, "key", 1)
+def test_four_processes_racing_on_one_key_create_one_job(location):
+    gq.Queue(location).close()   # create the store before the race
+    results = race(location, "key", 1)
     ids = {r[0] for r in results}
     assert len(ids) == 1, results
-    with gq.Queue(data_dir) as q:
+    with gq.Queue(location) as q:
         assert q.stats()["total"] == 1
         assert q.get(ids.pop()).key == "order:42"
 
 
-def test_hard_limit_holds_under_concurrent_submitters(data_dir):
-    gq.Queue(data_dir).close()
-    results = race(data_dir, "load", 40, "100")
+def test_hard_limit_holds_under_concurrent_submitters(location):
+    gq.Queue(location).close()
+    results = race(location, "load", 40, "100")
     accepted = [job_id for r in results for job_id in r if job_id is not None]
     refused = sum(job_id is None for r in results for job_id in r)
     assert len(accepted) == 100 and refused == 60, (len(accepted), refused)
-    with gq.Queue(data_dir) as q:
+    with gq.Queue(location) as q:
         assert q.stats()["total"] == 100
