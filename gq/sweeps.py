@@ -16,6 +16,8 @@ from gq.metrics import JOBS_BLOCKED, JOBS_DEAD_LETTERED
 log = logging.getLogger("gq.lifetime")
 
 EXPIRE_BATCH = 1000   # jobs dead-lettered per write transaction
+BLOCKED_GAUGE_INTERVAL = 5.0   # seconds: on PostgreSQL the count is a recursive query
+_blocked_read: dict[int, float] = {}   # id(store) -> monotonic time of the last count
 
 
 async def sweep(queue, now: float | None = None) -> int:
@@ -34,7 +36,10 @@ async def sweep(queue, now: float | None = None) -> int:
             expired += len(rows)
             if not rows and store.next_expiry() == deadline:
                 break
-        JOBS_BLOCKED.set(store.blocked_count())
+        if time.monotonic() - _blocked_read.get(id(store), -BLOCKED_GAUGE_INTERVAL) \
+                >= BLOCKED_GAUGE_INTERVAL:
+            _blocked_read[id(store)] = time.monotonic()
+            JOBS_BLOCKED.set(store.blocked_count())
         queue._depth_watch.observe(depth_of(store.counts()))
     except Exception as e:   # noqa: BLE001 - the heartbeat that calls this must go on
         log.error("lifetime sweep failed: %s", e)
