@@ -329,6 +329,29 @@ class TestDelayed:
         assert q_ready(queue) == [early, late]
 
 
+def test_occurrence_cursor_submits_once_and_skips_history(queue):
+    from gq.periodic import PeriodicScheduler
+    queue.periodic(every=60, type="r", payload={"x": 1})
+    s1, s2 = PeriodicScheduler(queue), PeriodicScheduler(queue)   # two workers
+    t = 6000 * 60.0
+    s1.tick(t + 1)        # first sight: records the start, submits nothing
+    s2.tick(t + 2)
+    assert queue.stats()["total"] == 0
+    s1.tick(t + 61)
+    s2.tick(t + 62)
+    s2.tick(t + 63)
+    assert queue.stats()["total"] == 1
+    # downtime of ten occurrences: only the latest runs, once
+    PeriodicScheduler(queue).tick(t + 60 * 12 + 5)
+    PeriodicScheduler(queue).tick(t + 60 * 12 + 6)
+    jobs = queue.list(type="r")
+    assert len(jobs) == 2 and jobs[1].payload == {"x": 1}
+    assert jobs[1].key.endswith("T04:12:00+00:00")
+    # a wall clock stepped back submits nothing again
+    PeriodicScheduler(queue).tick(t + 61)
+    assert queue.stats()["total"] == 2
+
+
 def test_blocked_gauge_set_by_the_worker_sweep(queue):
     import asyncio
 
@@ -369,3 +392,17 @@ def test_cli_submit_run_at_lifetime_and_inspect_of_a_blocked_job(data_dir):
         assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
     help_text = _cli("submit", "--help").stdout
     assert "--lifetime" in help_text and "--run-at" in help_text
+
+
+def test_periodic_decorator_registers_handler_and_schedule(queue):
+    @queue.periodic("*/5 * * * *", type="report", payload={"k": 1})
+    def report(job):
+        return None
+
+    assert queue.handlers["report"].fn is report
+    assert [s.name for s in queue.schedules] == ["report@*/5 * * * *"]
+    with pytest.raises(gq.ValidationError, match="already registered"):
+        queue.periodic("*/5 * * * *", type="report")
+    queue.periodic("*/5 * * * *", type="report", name="report-2")   # told apart by name
+    with pytest.raises(gq.ValidationError, match="not JSON-serialisable"):
+        queue.periodic(every=5, type="x", payload={1, 2})

@@ -61,29 +61,6 @@ def test_cron_and_interval_occurrences():
         Schedule("* * * * *", every=5, type="r")
 
 
-def test_occurrence_cursor_submits_once_and_skips_history(queue):
-    from gq.periodic import PeriodicScheduler
-    queue.periodic(every=60, type="r", payload={"x": 1})
-    s1, s2 = PeriodicScheduler(queue), PeriodicScheduler(queue)   # two workers
-    t = 6000 * 60.0
-    s1.tick(t + 1)        # first sight: records the start, submits nothing
-    s2.tick(t + 2)
-    assert queue.stats()["total"] == 0
-    s1.tick(t + 61)
-    s2.tick(t + 62)
-    s2.tick(t + 63)
-    assert queue.stats()["total"] == 1
-    # downtime of ten occurrences: only the latest runs, once
-    PeriodicScheduler(queue).tick(t + 60 * 12 + 5)
-    PeriodicScheduler(queue).tick(t + 60 * 12 + 6)
-    jobs = queue.list(type="r")
-    assert len(jobs) == 2 and jobs[1].payload == {"x": 1}
-    assert jobs[1].key.endswith("T04:12:00+00:00")
-    # a wall clock stepped back submits nothing again
-    PeriodicScheduler(queue).tick(t + 61)
-    assert queue.stats()["total"] == 2
-
-
 # -- lifetime --------------------------------------------------------------------
 
 def test_running_job_past_its_lifetime_is_dead_lettered_and_stopped(make_queue,
