@@ -34,7 +34,8 @@ def _open(args, create: bool = False):
     path = args.data
     if not path:
         raise GQError("the data dir is empty: pass --data DIR or set GQ_DATA")
-    if not create and not os.path.isfile(path) and \
+    from gq.store.opening import is_postgres
+    if not create and not is_postgres(path) and not os.path.isfile(path) and \
             not os.path.exists(os.path.join(path, "data.mdb")):
         what = "does not exist" if not os.path.exists(path) else "holds no gq store"
         raise GQError(f"data dir {path} {what}; pass --data DIR (or set GQ_DATA) to "
@@ -255,6 +256,7 @@ def cmd_worker(args) -> int:
 
     import gq
     from gq.logs import configure_logging
+    from gq.store import opening
 
     configure_logging(args.log_format, args.log_level)
     queue = load_queue(args.target)
@@ -265,7 +267,8 @@ def cmd_worker(args) -> int:
                       "queue there")
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
                        shutdown_timeout=args.shutdown_timeout)
-    logging.getLogger("gq.worker").info("serving %s from %s", args.target, queue.path)
+    logging.getLogger("gq.worker").info("serving %s from %s", args.target,
+                                        opening.shown(queue.path))
     return worker.run()
 
 
@@ -326,7 +329,8 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     data_opt = argparse.ArgumentParser(add_help=False)
     data_opt.add_argument("--data", default=os.environ.get("GQ_DATA", "./gq-data"),
-                          metavar="DIR", help="data dir (default: $GQ_DATA or ./gq-data)")
+                          metavar="DIR",
+                          help="data dir or postgresql:// URL (default: $GQ_DATA or ./gq-data)")
     common = argparse.ArgumentParser(add_help=False, parents=[data_opt])
     common.add_argument("--json", action="store_true",
                         help="print JSON instead of a table (for scripts)")
@@ -441,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description=text[0].upper() + text[1:] + ".")
         p.add_argument("type", metavar="TYPE")
         p.set_defaults(func=func)
+    from gq.transfer import add_subcommands as add_transfer_commands
+    add_transfer_commands(sub, common)     # gq export / gq import
     return parser
 
 
