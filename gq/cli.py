@@ -110,6 +110,8 @@ def cmd_inspect(args) -> int:
         _print_json(job)
         return 0
     error = job.pop("error")
+    if not job["max_attempts"]:
+        job["max_attempts"] = "- (the handler's or the queue's default)"
     for name, value in job.items():
         if isinstance(value, (dict, list)):
             value = orjson.dumps(value).decode()

@@ -134,10 +134,14 @@ async def adrain(q: gq.Queue, *, include_delayed: bool = False,
     if not q.handlers:
         raise gq.ValidationError("the queue has no handlers to drain with: register some "
                                  "with @q.handler(type), or temporary_queue(handlers_from=...)")
+    state = _drain_state(q)
+    if state.draining:
+        # a handler draining its own queue would wait for itself until the timeout
+        raise gq.GQError("drain() called while this queue is already being drained "
+                         "(from a handler?); the running drain runs new jobs too")
     store = q.store
     before = q.stats()["by_state"]
     worker = gq.Worker(q, concurrency=8, shutdown_timeout=0)
-    state = _drain_state(q)
     state.draining += 1
     serving = asyncio.ensure_future(worker.serve())
     deadline = time.monotonic() + timeout

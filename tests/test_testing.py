@@ -274,3 +274,16 @@ def test_pytest_plugin_fixture(tmp_path):
                          cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 passed" in out.stdout
+
+
+def test_drain_from_inside_a_handler_is_refused():
+    with temporary_queue() as q:
+        @q.handler("outer")
+        def outer(job):
+            drain(q)
+
+        jid = q.submit("outer")
+        assert drain(q, timeout=30).failed == 0
+        error = last_error(q, jid)
+        assert error.category is gq.Category.SYSTEM
+        assert "already being drained" in error.message
