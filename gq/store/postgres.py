@@ -234,6 +234,10 @@ class PostgresStore:
                                    "live in: the search_path names no existing schema")
             self.schema = schema
             self.channel = f"gq:{schema}"
+            if conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+                log.warning("synchronous_commit is off on %s: an acknowledged submit can be "
+                            "lost if the server crashes; gq's durability needs it on",
+                            redact(url))
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
                              (f"gq-migrate:{schema}",))
@@ -537,6 +541,11 @@ class PostgresStore:
 
     async def apurge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
         return await self._awrite(functools.partial(_purge, now - older_than, limit))
+
+    def check(self, report):
+        """`gq check` (gq.store.pg_check): read-only, one snapshot."""
+        from gq.store.pg_check import check_postgres
+        return check_postgres(self, report)
 
     # -- moving between stores (gq export / gq import) -----------------------------
     def insert_records(self, records, *, now: float) -> None:

@@ -231,3 +231,20 @@ def test_asubmit_from_many_coroutines_shares_transactions(stores):
     assert len(set(ids)) == 500
     seqs = [store.get(i).seq for i in ids[:5]]
     assert seqs == sorted(seqs)
+
+
+def test_check_finds_nothing_on_a_healthy_store_and_a_stuck_dependent(stores, postgres_url):
+    from gq.check import check_store
+
+    (store,) = stores(1)
+    store.submit([spec(id="p"), spec(id="c", depends_on=["p"]), spec()], max_depth=None,
+                 now=time.time())
+    report = check_store(store)
+    assert report.ok and report.records == 3
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")   # no count triggers
+        conn.execute("UPDATE gq_jobs SET state = 3, ready_seq = NULL WHERE id = 'p'")
+    report = check_store(store)
+    assert not report.ok
+    assert any("counts" in p for p in report.index_problems)
+    assert any("job c is pending" in p for p in report.index_problems)
