@@ -10,6 +10,8 @@ How the contract maps onto PostgreSQL:
   ops waiting when a transaction starts share it, and the new jobs of every
   submit op in it go in with ONE multi-row INSERT (unnest of arrays) when the
   transaction flushes. Sequence numbers come from the database (`gq_seq`).
+  Unlike LMDB (one writer at a time, by design) several writers, each with its
+  own session, may have transactions in flight ($GQ_POSTGRES_WRITERS, 2).
 - An op does its checks (SELECTs, with FOR SHARE / FOR UPDATE where another
   session could change the answer before commit) before its first write, and
   raises a GQError there: a refused op leaves nothing behind. A transaction
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
 import secrets
@@ -61,6 +64,7 @@ from gq.store.writer import GroupCommitWriter
 log = logging.getLogger("gq.store")
 
 RETRIES = 3            # re-runs of an op whose transaction the server aborted
+WRITER_LANES = int(os.environ.get("GQ_POSTGRES_WRITERS", "2"))   # see _Lane
 POOL_SIZE = 8          # read connections per store
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
 _SEP = chr(31)         # joins dependency ids for unnest (ids never hold control chars)
@@ -179,14 +183,14 @@ class _Tx:
             if due:
                 self.ring = True
         keys = [p.spec.key for p in planned]
-        cur.execute(
+        cur.execute(   # binary parameters: no text escaping of the arrays
             "INSERT INTO gq_jobs (id, type, state, priority, max_attempts, seq, ready_seq, "
             "created_at, updated_at, run_at, timeout, lifetime, payload, depends_on, key) "
             "SELECT i, t, s, p, m, q, CASE WHEN r THEN q END, c, c, ra, tm, lt, pl, "
             "string_to_array(d, chr(31)), NULLIF(k, '') FROM unnest("
-            "%s::text[], %s::text[], %s::int2[], %s::int4[], %s::int4[], %s::int8[], "
-            "%s::bool[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::bytea[], "
-            "%s::text[], %s::text[]) AS u(i, t, s, p, m, q, r, c, ra, tm, lt, pl, d, k)",
+            "%b::text[], %b::text[], %b::int2[], %b::int4[], %b::int4[], %b::int8[], "
+            "%b::bool[], %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::bytea[], "
+            "%b::text[], %b::text[]) AS u(i, t, s, p, m, q, r, c, ra, tm, lt, pl, d, k)",
             (*cols, keys))
         self.planned_ids.clear()
         self.planned_keys.clear()
@@ -218,11 +222,13 @@ class PostgresStore:
         except psycopg.Error as e:
             raise DataDirError(f"cannot open the PostgreSQL store at {redact(url)}: "
                                f"{str(e).strip()}") from None
-        self._conn = None
-        self._conn_lock = threading.Lock()
+        self._lanes = [_Lane(url) for _ in range(WRITER_LANES)]
+        self._next_lane = itertools.count()
         self.doorbell = ListenDoorbell(url, self.channel)
         self.instances = Instances(self)
-        self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{self.channel}")
+        for i, lane in enumerate(self._lanes):
+            lane.writer = GroupCommitWriter(functools.partial(self._run_batch, lane),
+                                            name=f"gq-writer-{i}:{self.channel}")
         self._closed = False
 
     # -- opening ----------------------------------------------------------------
@@ -267,17 +273,9 @@ class PostgresStore:
                                         ).fetchone()[0]
 
     # -- the writer's side --------------------------------------------------------
-    def _writer_conn(self):
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None:
-                conn.close()
-            conn = self._conn = psycopg.connect(self.path, autocommit=False)
-        return conn
-
-    def _run_batch(self, ops) -> None:
+    def _run_batch(self, lane, ops) -> None:
         try:
-            self._commit(ops)
+            self._commit(lane, ops)
             return
         except _PartialWrite:
             pass
@@ -290,7 +288,7 @@ class PostgresStore:
         for op in ops:
             for attempt in range(RETRIES):
                 try:
-                    self._commit([op])
+                    self._commit(lane, [op])
                     break
                 except _PartialWrite as e:
                     op.result, op.error = None, e.__cause__
@@ -300,9 +298,9 @@ class PostgresStore:
                     if not _retriable(e):
                         break
 
-    def _commit(self, ops) -> None:
-        with self._conn_lock:
-            conn = self._writer_conn()
+    def _commit(self, lane, ops) -> None:
+        with lane.lock:
+            conn = lane.connection()
             try:
                 with conn.transaction():
                     tx = _Tx(self, conn)
@@ -335,11 +333,14 @@ class PostgresStore:
 
     def _write(self, fn):
         self._check_open()
-        return self._writer.call(fn)
+        return self._lane().writer.call(fn)
 
     async def _awrite(self, fn):
         self._check_open()
-        return await self._writer.acall(fn, asyncio.get_running_loop())
+        return await self._lane().writer.acall(fn, asyncio.get_running_loop())
+
+    def _lane(self):
+        return self._lanes[next(self._next_lane) % len(self._lanes)]
 
     # -- reads (a pooled session each, autocommit) ----------------------------------
     def _query(self, query, params=None):
@@ -588,11 +589,37 @@ class PostgresStore:
     def close(self) -> None:
         if self._closed:
             return
-        self._writer.close()
+        for lane in self._lanes:
+            lane.writer.close()
         self._closed = True
         self.doorbell.close()
         self._pool.close()
-        with self._conn_lock:
+        for lane in self._lanes:
+            lane.close()
+
+
+class _Lane:
+    """One writer thread and its session. A store has WRITER_LANES of them: ops
+    are dealt out in turn, so several transactions are in flight at once and the
+    server's own group commit merges their WAL flushes (one session would wait
+    for each flush before starting the next transaction)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.lock = threading.Lock()
+        self.writer: GroupCommitWriter | None = None
+        self._conn = None
+
+    def connection(self):
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            conn = self._conn = psycopg.connect(self.url, autocommit=False)
+        return conn
+
+    def close(self) -> None:
+        with self.lock:
             if self._conn is not None:
                 self._conn.close()
 
