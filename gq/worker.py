@@ -263,14 +263,20 @@ class Worker:
     def _refresh_heap(self, store) -> None:
         self._new_work = False
         handlers = self.queue.handlers
+        push_ready_after = getattr(store, "push_ready_after", None)   # compiled fast path
         while not self._pulls:
-            rows = store.ready_after(self._last_seen, READY_SCAN_LIMIT)
-            for seq, priority, job_type, job_id in rows:
-                if job_type in handlers:
-                    self._heap.push(job_id, job_type, priority, seq)
-            if rows:
-                self._last_seen = rows[-1][0]
-            if len(rows) < READY_SCAN_LIMIT:
+            if push_ready_after is not None:
+                n, last = push_ready_after(self._heap, self._last_seen, READY_SCAN_LIMIT,
+                                           handlers)
+            else:
+                rows = store.ready_after(self._last_seen, READY_SCAN_LIMIT)
+                for seq, priority, job_type, job_id in rows:
+                    if job_type in handlers:
+                        self._heap.push(job_id, job_type, priority, seq)
+                n, last = len(rows), rows[-1][0] if rows else 0
+            if n:
+                self._last_seen = last
+            if n < READY_SCAN_LIMIT:
                 break
         paused = store.paused_types()
         if paused != self._paused_by_operator:

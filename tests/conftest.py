@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 
 import pytest
 
@@ -111,3 +112,20 @@ def location(backend, data_dir, request):
             pytest.skip(f"LMDB only: {marker.args[0]}")
         return request.getfixturevalue("postgres_url")
     return data_dir
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A real read-only filesystem (as root, chmod cannot make a dir unwritable)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); read-only mount not testable")
+    try:
+        with gq.Queue(str(mnt / "data")) as q:
+            q.submit("a", {"kept": True}, id="before-ro")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
