@@ -4,13 +4,14 @@ as the server has them; ci/postgres.sh starts one with both on):
     python -m benchmarks.postgres [--url postgresql://...] [--quick] [--json OUT]
 
 (default URL: $GQ_BENCH_POSTGRES, else $GQ_TEST_POSTGRES). Each run uses a fresh
-schema, dropped at the end.
+schema per figure, dropped afterwards.
 
 - submit one by one (one transaction, one WAL flush each);
 - 64 concurrent `asubmit` callers in one process (group commit: one multi-row
   INSERT per transaction), and the same from 2 processes at once;
 - `submit_many` of 1,000-job batches;
-- claims: ClaimQuota(64) transactions (FOR UPDATE SKIP LOCKED) in one process;
+- claims: ClaimQuota(64) transactions (FOR UPDATE SKIP LOCKED) in one process,
+  from 20,000 ready jobs;
 - drain: no-op jobs through 2 `gq worker` processes (concurrency 64 each).
 """
 
@@ -132,23 +133,26 @@ def main() -> int:
               "`bash ci/postgres.sh python -m benchmarks.postgres`)", file=sys.stderr)
         return 2
     scale = 0.2 if args.quick else 1.0
-    schema, url = _schema_url(args.url)
     figures = {}
-    try:
-        with psycopg.connect(args.url) as conn:
-            figures["server"] = {name: conn.execute(f"SHOW {name}").fetchone()[0]
-                                 for name in ("server_version", "fsync", "synchronous_commit")}
-        with gq.Queue(url) as q:
-            figures["submit_one_by_one_per_s"] = round(one_by_one(q, int(500 * scale)))
-            figures["asubmit_64_callers_per_s"] = round(concurrent(q, int(10_000 * scale)))
-            figures["asubmit_2_processes_x64_per_s"] = round(two_processes(
-                url, int(20_000 * scale)))
-            figures["submit_many_1000_per_s"] = round(batches(q, int(20_000 * scale)))
-            figures["claim_quota64_per_s"] = round(claims(q, int(20_000 * scale)))
-            figures["drain_2_workers_per_s"] = round(drain(q, url, int(20_000 * scale)))
-    finally:
-        with psycopg.connect(args.url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with psycopg.connect(args.url) as conn:
+        figures["server"] = {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                             for name in ("server_version", "fsync", "synchronous_commit")}
+    steps = [("submit_one_by_one_per_s", lambda q, url: one_by_one(q, int(500 * scale))),
+             ("asubmit_64_callers_per_s", lambda q, url: concurrent(q, int(10_000 * scale))),
+             ("asubmit_2_processes_x64_per_s",
+              lambda q, url: two_processes(url, int(20_000 * scale))),
+             ("submit_many_1000_per_s", lambda q, url: batches(q, int(20_000 * scale))),
+             ("claim_quota64_per_s", lambda q, url: (batches(q, int(20_000 * scale)),
+                                                     claims(q, int(20_000 * scale)))[1]),
+             ("drain_2_workers_per_s", lambda q, url: drain(q, url, int(20_000 * scale)))]
+    for name, step in steps:       # each on a fresh schema, dropped afterwards
+        schema, url = _schema_url(args.url)
+        try:
+            with gq.Queue(url) as q:
+                figures[name] = round(step(q, url))
+        finally:
+            with psycopg.connect(args.url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
     for name, value in figures.items():
         print(f"{name:>32}: {value}")
     if args.json:
