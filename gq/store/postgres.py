@@ -500,7 +500,7 @@ class PostgresStore:
     async def afinish_many_and_claim(self, finishes, *, owner, now, candidates=(),
                                      lease_deadline=0.0):
         def op(tx: _Tx):
-            refused, _ = _finish_many(tx, finishes, owner, now)
+            refused, _ = _finish_many(tx, finishes, owner, now, records=False)
             claimed = _claim(candidates, owner, lease_deadline, now, tx) \
                 if len(candidates) else []
             return refused, claimed
@@ -781,9 +781,11 @@ def _claim(candidates, owner, lease_deadline, now, tx: _Tx):
     return [to_record(r) for r in rows]
 
 
-def _finish_many(tx: _Tx, finishes, owner, now):
+def _finish_many(tx: _Tx, finishes, owner, now, records: bool = True):
     """Record outcomes, fenced by (state, attempt, owner) in the UPDATE's WHERE.
-    Returns ({job_id: LeaseLost | JobNotFound} refused, finished records)."""
+    Returns ({job_id: LeaseLost | JobNotFound} refused, finished records, or
+    (id, state, ready_seq) rows when not `records`). One statement also takes the
+    completed jobs' dependents out of gq_dependents (to be released below)."""
     finishes = list(finishes)
     if not finishes:
         return {}, []
@@ -791,7 +793,7 @@ def _finish_many(tx: _Tx, finishes, owner, now):
         S.check_transition(S.RUNNING, state, job_id)   # a caller's bug: before any write
     cols = list(zip(*finishes))
     rows = tx.write(
-        "UPDATE gq_jobs j SET state = f.state, "
+        "WITH done AS (UPDATE gq_jobs j SET state = f.state, "
         " ready_seq = CASE WHEN f.state = 1 AND f.run_at <= %(now)s THEN nextval('gq_seq') END,"
         " lease_owner = '', lease_deadline = 0,"
         " result = CASE WHEN f.state = 3 THEN f.result ELSE j.result END,"
@@ -803,14 +805,18 @@ def _finish_many(tx: _Tx, finishes, owner, now):
         " %(results)s::bytea[], %(errors)s::bytea[], %(run_ats)s::float8[]) "
         " AS f(id, attempt, state, result, error, run_at) "
         "WHERE j.id = f.id AND j.state = 2 AND j.attempts = f.attempt "
-        f" AND j.lease_owner = %(owner)s RETURNING {J_COLUMNS}",
+        " AND j.lease_owner = %(owner)s RETURNING j.id AS id_, j.state AS state_, "
+        f" coalesce(j.ready_seq, 0) AS ready_, {J_COLUMNS if records else 'NULL'}), "
+        "gone AS (DELETE FROM gq_dependents WHERE dependency IN "
+        " (SELECT id_ FROM done WHERE state_ = 3) RETURNING dependent) "
+        "SELECT *, (SELECT array_agg(DISTINCT dependent) FROM gone) FROM done",
         {"now": now, "owner": owner, "ids": list(cols[0]), "attempts": list(cols[1]),
          "states": list(cols[2]), "results": [bytes(r) for r in cols[3]],
          "errors": [bytes(e) for e in cols[4]], "run_ats": list(cols[5])}).fetchall()
-    done = [to_record(r) for r in rows]
+    done = [to_record(r[3:-1]) for r in rows] if records else [r[:3] for r in rows]
     refused = {}
-    if len(done) < len(finishes):
-        got = {rec.id for rec in done}
+    if len(rows) < len(finishes):
+        got = {r[0] for r in rows}
         missing = {f[0]: f[1] for f in finishes if f[0] not in got}
         now_states = {r[0]: (r[1], r[2]) for r in tx.rows(
             "SELECT id, state, attempts FROM gq_jobs WHERE id = ANY(%s)", (list(missing),))}
@@ -820,24 +826,19 @@ def _finish_many(tx: _Tx, finishes, owner, now):
             else:
                 state, attempts = now_states[job_id]
                 refused[job_id] = LeaseLost(job_id, attempt, S.STATE_NAMES[state], attempts)
-    if any(rec.ready_seq for rec in done):
+    if any(r[2] for r in rows):
         tx.ring = True
-    completed = [rec.id for rec in done if rec.state == S.COMPLETED]
-    if completed:
-        _release_dependents(tx, completed, now)
+    waiting = rows[0][-1] if rows else None
+    if waiting:
+        _release_dependents(tx, sorted(waiting), now)
     return refused, done
 
 
-def _release_dependents(tx: _Tx, completed: list[str], now: float) -> None:
-    """Pending dependents whose dependencies are now all completed -> scheduled.
-    Each dependent row is locked first (in id order: no deadlocks), so of two
-    transactions completing its last two dependencies the second one, reading
-    after the first committed, sees both completed."""
-    waiting = sorted({r[0] for r in tx.write(
-        "DELETE FROM gq_dependents WHERE dependency = ANY(%s) RETURNING dependent",
-        (completed,)).fetchall()})
-    if not waiting:
-        return
+def _release_dependents(tx: _Tx, waiting: list[str], now: float) -> None:
+    """Pending dependents (of jobs just completed) whose dependencies are now all
+    completed -> scheduled. Each dependent row is locked first (in id order: no
+    deadlocks), so of two transactions completing its last two dependencies the
+    second one, reading after the first committed, sees both completed."""
     tx.write("SELECT id FROM gq_jobs WHERE id = ANY(%s) AND state = 0 ORDER BY id FOR UPDATE",
              (waiting,))
     released = tx.write(
