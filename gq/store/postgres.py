@@ -299,10 +299,21 @@ class PostgresStore:
                         break
 
     def _commit(self, lane, ops) -> None:
+        for attempt in range(2):
+            try:
+                return self._commit_once(lane, ops)
+            except _SessionGone:
+                if attempt:
+                    raise PersistenceError(f"PostgreSQL at {redact(self.path)} cannot be "
+                                           "reached; nothing was written") from None
+
+    def _commit_once(self, lane, ops) -> None:
+        began = False
         with lane.lock:
             conn = lane.connection()
             try:
                 with conn.transaction():
+                    began = True
                     tx = _Tx(self, conn)
                     for op in ops:
                         tx.wrote = False
@@ -315,6 +326,10 @@ class PostgresStore:
                     tx.flush()
             except psycopg.OperationalError:
                 conn.close()   # a broken session is reopened by the next batch
+                if not began:
+                    # it was gone before the transaction began (a server restart,
+                    # an idle session ended): nothing ran, a new session may retry
+                    raise _SessionGone() from None
                 raise
         if tx.ring:
             self.doorbell.ring()   # this process's workers, without the round trip
@@ -346,8 +361,12 @@ class PostgresStore:
     def _query(self, query, params=None):
         self._check_open()
         try:
-            with self._pool.connection() as conn:
-                return conn.execute(query, params).fetchall()
+            try:
+                with self._pool.connection() as conn:
+                    return conn.execute(query, params).fetchall()
+            except psycopg.OperationalError:   # a dead pooled session: one more try
+                with self._pool.connection() as conn:
+                    return conn.execute(query, params).fetchall()
         except psycopg.Error as e:
             raise PersistenceError(f"PostgreSQL read failed at {redact(self.path)}: "
                                    f"{str(e).strip()}") from None
@@ -357,10 +376,15 @@ class PostgresStore:
         return rows[0] if rows else None
 
     def _execute(self, query, params=None) -> None:
+        """An idempotent statement (heartbeats, housekeeping) on a pooled session."""
         self._check_open()
         try:
-            with self._pool.connection() as conn:
-                conn.execute(query, params)
+            try:
+                with self._pool.connection() as conn:
+                    conn.execute(query, params)
+            except psycopg.OperationalError:   # a dead pooled session: one more try
+                with self._pool.connection() as conn:
+                    conn.execute(query, params)
         except psycopg.Error as e:
             raise PersistenceError(f"PostgreSQL write failed at {redact(self.path)}: "
                                    f"{str(e).strip()}") from None
@@ -622,6 +646,10 @@ class _Lane:
         with self.lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+class _SessionGone(Exception):
+    """The writer's session failed before its transaction began."""
 
 
 class _PartialWrite(Exception):
