@@ -28,10 +28,12 @@ from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
 from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
 from gq.jobs import Category, JobError
+from gq.periodic import PeriodicScheduler
 from gq.processes import EXIT_REPLACE, start_watchdog
 from gq.claims import QuotaBook
 from gq.recovery import RECOVERY_INTERVAL, announce, recover
 from gq.retry import backoff_delay, should_retry
+from gq.sweeps import sweep
 from gq.threads import DaemonThreadPool
 
 log = logging.getLogger("gq.worker")
@@ -167,6 +169,8 @@ class Worker:
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
+        periodic = loop.create_task(PeriodicScheduler(self.queue).run()) \
+            if self.queue.schedules else None
         if self._supervised:
             start_watchdog(self)
         try:
@@ -182,6 +186,8 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.cancel()
+            if periodic is not None:
+                periodic.cancel()
             liveness.release(leftover=bool(self._running))
             loop.remove_reader(sock.fileno())
             store.doorbell.unlisten(sock)
@@ -497,6 +503,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            await sweep(self.queue)    # lifetimes, blocked and depth gauges
             if time.monotonic() - self._last_purge >= RETENTION_INTERVAL:
                 self._last_purge = time.monotonic()
                 try:
@@ -540,7 +547,8 @@ class Worker:
             if state == S.RUNNING and attempts == running.record.attempts \
                     and owner == self.instance_id:
                 continue
-            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else "lease lost")
+            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else
+                               "lifetime ended" if state == S.DEAD_LETTER else "lease lost")
 
     def _stop_handler(self, job_id: str, reason: str) -> None:
         running = self._running.get(job_id)
