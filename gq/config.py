@@ -21,6 +21,8 @@ RETENTION_DEFAULT = 7 * 24 * 3600.0     # age of terminal jobs before purge
 MAP_SIZE_DEFAULT = 64 << 30             # sparse: costs address space, not disk
 
 CRASH_QUARANTINE_DEFAULT = 3            # worker deaths under one job before dead_letter
+CIRCUIT_THRESHOLD_DEFAULT = 5           # storage failures in a row that open the circuit
+CIRCUIT_COOLDOWN_DEFAULT = 10.0         # seconds open before a probe may close it
 
 PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
@@ -70,6 +72,8 @@ class QueueConfig:
     max_depth: int | None = None
     retention: float = RETENTION_DEFAULT
     map_size: int = MAP_SIZE_DEFAULT
+    circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT
+    circuit_cooldown: float = CIRCUIT_COOLDOWN_DEFAULT
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "QueueConfig":
@@ -81,12 +85,13 @@ class QueueConfig:
                 f"known options: {', '.join(sorted(known))}"
             )
         values = dict(kwargs)
-        for name in ("visibility_timeout", "timeout", "backoff_base", "backoff_cap", "retention"):
+        for name in ("visibility_timeout", "timeout", "backoff_base", "backoff_cap", "retention",
+                     "circuit_cooldown"):
             if name in values:
                 values[name] = check_duration(name, values[name], allow_none=False)
         if "lifetime" in values:
             values["lifetime"] = check_duration("lifetime", values["lifetime"])
-        for name in ("max_attempts", "max_payload_bytes", "map_size"):
+        for name in ("max_attempts", "max_payload_bytes", "map_size", "circuit_threshold"):
             if name in values:
                 values[name] = check_positive_int(name, values[name], allow_none=False)
         for name in ("depth_warning", "max_depth"):

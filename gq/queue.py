@@ -30,7 +30,9 @@ class Queue:
 
     Options (all keyword, all optional; durations in seconds): visibility_timeout,
     timeout, max_attempts, backoff_base, backoff_cap, lifetime, max_payload_bytes,
-    depth_warning, max_depth, retention, map_size. See gq.config for defaults.
+    depth_warning, max_depth, retention, map_size, circuit_threshold (storage
+    failures in a row before submissions are refused with StoreUnavailable),
+    circuit_cooldown. See gq.config for defaults.
     """
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
@@ -39,7 +41,8 @@ class Queue:
         if not self.path:
             raise ValidationError("the data dir path is empty")
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = registry.acquire(self.path, self.config.map_size,
+                                       **self._store_options())
         self._closed = False
         self.handlers: dict[str, "HandlerSpec"] = {}
 
@@ -202,13 +205,13 @@ class Queue:
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason) for readiness probes: False while the store cannot serve.
 
-        The HTTP `/readyz` and operators' tools ask this; the store's circuit
-        breaker and fault handling feed it."""
+        The HTTP `/readyz` and operators' tools ask this. Not ready while the
+        store's circuit breaker is open (see gq.store.breaker); once its cool-down
+        is over, asking runs the probe transaction that can close it."""
         try:
-            self._live_store().counts()
+            return self._live_store().health()
         except GQError as exc:
             return False, str(exc)
-        return True, "ok"
 
     # -- lifecycle ----------------------------------------------------------------
     def _live_store(self):
@@ -225,8 +228,13 @@ class Queue:
         if os.getpid() == self._pid:
             return
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = registry.acquire(self.path, self.config.map_size,
+                                       **self._store_options())
         self._closed = False
+
+    def _store_options(self) -> dict:
+        return {"circuit_threshold": self.config.circuit_threshold,
+                "circuit_cooldown": self.config.circuit_cooldown}
 
     @property
     def store(self):

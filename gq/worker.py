@@ -26,10 +26,11 @@ import orjson
 from gq._core import states as S
 from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
-from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
+from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError,
+                       ValidationError)
 from gq.jobs import Category, JobError
 from gq.processes import EXIT_REPLACE, start_watchdog
-from gq.recovery import RECOVERY_INTERVAL, Liveness, recover
+from gq.recovery import RECOVERY_INTERVAL, Liveness, reclaim_after_reboot, recover
 from gq.retry import backoff_delay, should_retry
 from gq.threads import DaemonThreadPool
 
@@ -41,6 +42,7 @@ RETENTION_INTERVAL = 3600.0        # how often a worker purges jobs past the ret
 POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
 READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
 STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
+OUTCOME_RETRY_DELAY = 0.5          # after a storage failure, before outcomes are retried
 
 
 class Job:
@@ -159,7 +161,7 @@ class Worker:
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
         liveness = Liveness(self.queue.path, self.instance_id)
-        reclaimed = recover(store, self.queue.path)
+        reclaimed = reclaim_after_reboot(store) + recover(store, self.queue.path)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
@@ -368,6 +370,17 @@ class Worker:
                     finishes, owner=self.instance_id, now=time.time(),
                     candidates=[(c[0], c[3]) for c in candidates],
                     lease_deadline=time.monotonic() + visibility)
+            except PersistenceError as e:
+                # the store failed (and reopens itself): keep the slots and the
+                # outcomes, try again shortly, rather than leave the jobs to their
+                # lease and run them twice
+                log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
+                          len(batch), e, OUTCOME_RETRY_DELAY)
+                for entry in candidates:
+                    self._heap.push(*entry)
+                self._outcomes[:0] = batch
+                await asyncio.sleep(OUTCOME_RETRY_DELAY)
+                continue
             except GQError as e:
                 log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
                 refused, claimed = {}, []

@@ -34,10 +34,12 @@ META_FORMAT = META + b"format"
 META_SEQ = META + b"seq"
 META_TAG = META + b"tag"
 PAUSED = META + b"paused:"
+META_BOOT = META + b"boot"      # boot id of the machine the last worker started on
+META_PROBE = META + b"probe"    # written by the circuit breaker's probe transaction
 
 __all__ = [
     "pack_u64", "unpack_u64", "pack_priority", "STATE_BYTES",
-    "META_FORMAT", "META_SEQ", "META_TAG", "PAUSED", "READY",
+    "META_FORMAT", "META_SEQ", "META_TAG", "PAUSED", "META_BOOT", "META_PROBE", "READY",
     "ready_key", "parse_ready_key", "idempotency_key",
     "ready_value", "parse_ready_value",
     "delayed_key", "parse_delayed_key",
