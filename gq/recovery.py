@@ -9,6 +9,15 @@ visibility timeout. A live but frozen owner (SIGSTOP, a stalled VM) keeps its
 lock; its jobs are reclaimed when their lease (a CLOCK_MONOTONIC deadline, the
 same clock for every process of the machine) runs out, and its late completion
 is then refused by fencing.
+
+A reboot ends every instance at once and restarts the monotonic clock, so
+lease deadlines written before it mean nothing after it: the store remembers
+the boot id (/proc/sys/kernel/random/boot_id) its last worker started under,
+and the first worker to start under a new one reclaims every running job.
+
+Every job found orphaned counts in gq_stuck_jobs_detected; every one put back
+(or quarantined) in gq_recovery_jobs_reclaimed, and is logged with the worker
+that held it.
 """
 
 from __future__ import annotations
@@ -19,12 +28,14 @@ import os
 import re
 import time
 
+from gq.metrics import RECOVERY_JOBS_RECLAIMED, STUCK_JOBS_DETECTED
 
 log = logging.getLogger("gq.recovery")
 
 INSTANCES_DIR = "instances"
 CLEAN_EXIT = b"clean exit\n"
 RECOVERY_INTERVAL = 5.0   # how often a serving worker looks for dead instances' jobs
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -84,6 +95,51 @@ def is_alive(data_dir: str, instance_id: str) -> bool:
     return False
 
 
+def current_boot_id() -> str:
+    """This machine's boot id ("" where the kernel does not say)."""
+    try:
+        with open(BOOT_ID_PATH) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def reclaim_after_reboot(store, boot_id: str | None = None, *,
+                         now_wall: float | None = None) -> list[str]:
+    """At a worker's start: if the store last saw another boot, every running job
+    is from before the reboot and goes back to scheduled (not counted as a crash
+    of the job: the machine went down, not its worker). Returns their ids."""
+    boot_id = current_boot_id() if boot_id is None else boot_id
+    if not boot_id:
+        return []
+    now_wall = time.time() if now_wall is None else now_wall
+    pairs = store.reclaim_other_boot(boot_id, now=now_wall)
+    for job_id, owner in pairs:
+        log.warning("reclaimed job %s from worker %s: it was running before the machine "
+                    "rebooted", job_id, owner, extra={"job_id": job_id, "worker": owner})
+    _count(len(pairs))
+    return [job_id for job_id, _ in pairs]
+
+
+def reclaim_dead_owner(store, data_dir: str, owner: str, *, crashed: bool,
+                       now_wall: float | None = None) -> list[str]:
+    """Reclaim the running jobs of `owner`, an instance known to be dead (its
+    lock was free, or its supervisor saw it exit); log and count each."""
+    now_wall = time.time() if now_wall is None else now_wall
+    ids = store.reclaim_owner(owner, now=now_wall, crashed=crashed)
+    for job_id in ids:
+        log.warning("reclaimed job %s from dead worker %s", job_id, owner,
+                    extra={"job_id": job_id, "worker": owner})
+    _count(len(ids))
+    return ids
+
+
+def _count(n: int) -> None:
+    if n:
+        STUCK_JOBS_DETECTED.inc(n)
+        RECOVERY_JOBS_RECLAIMED.inc(n)
+
+
 def recover(store, data_dir: str, *, now_wall: float | None = None,
             now_mono: float | None = None) -> list[str]:
     """Reclaim the running jobs of dead instances, and those whose lease ran out.
@@ -104,12 +160,8 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
             expired.append((job_id, owner))
     reclaimed = []
     for owner in sorted(dead_owners):
-        ids = store.reclaim_owner(owner, now=now_wall,
-                                  crashed=not exited_cleanly(data_dir, owner))
-        for job_id in ids:
-            log.warning("reclaimed job %s from dead worker %s", job_id, owner,
-                        extra={"job_id": job_id, "worker": owner})
-        reclaimed += ids
+        reclaimed += reclaim_dead_owner(store, data_dir, owner, now_wall=now_wall,
+                                        crashed=not exited_cleanly(data_dir, owner))
         try:
             os.unlink(_lock_path(data_dir, owner))
         except FileNotFoundError:
@@ -119,5 +171,6 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
             log.warning("reclaimed job %s: the lease of worker %s expired (frozen or "
                         "stalled); its late completion will be refused", job_id, owner,
                         extra={"job_id": job_id, "worker": owner})
+            _count(1)
             reclaimed.append(job_id)
     return reclaimed
