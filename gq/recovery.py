@@ -34,7 +34,8 @@ log = logging.getLogger("gq.recovery")
 
 INSTANCES_DIR = "instances"
 CLEAN_EXIT = b"clean exit\n"
-RECOVERY_INTERVAL = 5.0   # how often a serving worker looks for dead instances' jobs
+RECOVERY_INTERVAL = 5.0   # full passes (dead owners, expired leases); deaths are
+                          # noticed between them by DeathWatch, every heartbeat
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -71,6 +72,48 @@ class Liveness:
         self._fd = None
 
 
+class DeathWatch:
+    """Notices an instance dying between full recovery passes, cheaply: it only
+    tries the lock files (no store read), once per worker heartbeat, so a dead
+    instance's jobs are reclaimed within about a second instead of at the next
+    pass. Lock files found dead before (an instance killed while idle leaves
+    one) do not fire again."""
+
+    def __init__(self, data_dir: str, own_id: str):
+        self.dir = os.path.join(data_dir, INSTANCES_DIR)
+        self.own = os.path.basename(_lock_path(data_dir, own_id))
+        self.known_dead: set[str] = set()
+
+    def noticed(self) -> bool:
+        """True if some instance died since the last look."""
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return False
+        dead = set()
+        for name in names:
+            if name != self.own and name.endswith(".lock") and \
+                    not _held(os.path.join(self.dir, name)):
+                dead.add(name)
+        fresh = dead - self.known_dead
+        self.known_dead = dead
+        return bool(fresh)
+
+
+def _held(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)   # closing drops the lock if we took it
+    return False
+
+
 def exited_cleanly(data_dir: str, instance_id: str) -> bool:
     """True if a dead instance left its lock file marked as a graceful exit."""
     try:
@@ -82,17 +125,7 @@ def exited_cleanly(data_dir: str, instance_id: str) -> bool:
 
 def is_alive(data_dir: str, instance_id: str) -> bool:
     """True while the instance's process holds its lock."""
-    try:
-        fd = os.open(_lock_path(data_dir, instance_id), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)   # closing drops the lock if we took it
-    return False
+    return _held(_lock_path(data_dir, instance_id))
 
 
 def current_boot_id() -> str:

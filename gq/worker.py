@@ -30,7 +30,8 @@ from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError
                        ValidationError)
 from gq.jobs import Category, JobError
 from gq.processes import EXIT_REPLACE, start_watchdog
-from gq.recovery import RECOVERY_INTERVAL, Liveness, reclaim_after_reboot, recover
+from gq.recovery import (RECOVERY_INTERVAL, DeathWatch, Liveness, reclaim_after_reboot,
+                         recover)
 from gq.retry import backoff_delay, should_retry
 from gq.threads import DaemonThreadPool
 
@@ -117,6 +118,7 @@ class Worker:
         self._last_state_check = 0.0
         self._last_extend = 0.0
         self._last_recovery = 0.0
+        self._deaths = None            # DeathWatch, from serve()
         self._last_purge = time.monotonic()
         self._outcomes: list = []                 # (running, outcome) waiting for a commit
         self._outcome_writer: asyncio.Task | None = None
@@ -161,6 +163,8 @@ class Worker:
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
         liveness = Liveness(self.queue.path, self.instance_id)
+        deaths = self._deaths = DeathWatch(self.queue.path, self.instance_id)
+        deaths.noticed()   # the dead known now are handled by the pass below
         reclaimed = reclaim_after_reboot(store) + recover(store, self.queue.path)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
@@ -500,7 +504,8 @@ class Worker:
                                  self.queue.config.retention)
                 except GQError as e:
                     log.error("retention purge failed: %s", e)
-            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL:
+            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL or \
+                    self._deaths.noticed():
                 self._last_recovery = time.monotonic()
                 try:
                     if recover(self.queue.store, self.queue.path):

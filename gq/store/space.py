@@ -27,8 +27,9 @@ JOB_OVERHEAD = 400           # header, id, index entries of one job (bytes, gene
 
 def room(env, txn, dbs, path: str) -> tuple[int, int]:
     """(bytes the store can still take, bytes kept in reserve), as `txn` sees it."""
-    psize = env.stat()["psize"]
-    in_file = env.info()["last_pgno"] + 1
+    psize = txn.stat(dbs[0])["psize"]
+    info = env.info()
+    in_file = info["last_pgno"] + 1
     used = FIXED_PAGES
     for db in dbs:
         st = txn.stat(db)
@@ -38,7 +39,7 @@ def room(env, txn, dbs, path: str) -> tuple[int, int]:
         disk_pages = fs.f_bavail * fs.f_frsize // psize
     except OSError:
         disk_pages = 1 << 62
-    growth = max(0, min(env.info()["map_size"] // psize - in_file, disk_pages))
+    growth = max(0, min(info["map_size"] // psize - in_file, disk_pages))
     capacity = (in_file + growth) * psize
     free = (max(0, in_file - used) + growth) * psize
     return free, min(RESERVE_MAX, capacity // RESERVE_FRACTION)
