@@ -142,6 +142,8 @@ def reclaim_after_reboot(store, boot_id: str | None = None, *,
     """At a worker's start: if the store last saw another boot, every running job
     is from before the reboot and goes back to scheduled (not counted as a crash
     of the job: the machine went down, not its worker). Returns their ids."""
+    if getattr(store, "reclaim_other_boot", None) is None:
+        return []     # a store shared across machines has no one boot (PostgreSQL)
     boot_id = current_boot_id() if boot_id is None else boot_id
     if not boot_id:
         return []
@@ -173,10 +175,44 @@ def _count(n: int) -> None:
         RECOVERY_JOBS_RECLAIMED.inc(n)
 
 
+class _LockFiles:
+    """The liveness registry of an LMDB data dir: the lock files above."""
+
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+
+    def is_alive(self, instance_id: str) -> bool:
+        return is_alive(self.data_dir, instance_id)
+
+    def exited_cleanly(self, instance_id: str) -> bool:
+        return exited_cleanly(self.data_dir, instance_id)
+
+    def forget(self, instance_id: str) -> None:
+        try:
+            os.unlink(_lock_path(self.data_dir, instance_id))
+        except FileNotFoundError:
+            pass
+
+
+def _instances(store, data_dir: str):
+    """Where liveness is announced: a store shared across machines keeps its own
+    registry (PostgreSQL: heartbeat rows); otherwise lock files in the data dir."""
+    return getattr(store, "instances", None) or _LockFiles(data_dir)
+
+
+def announce(store, data_dir: str, instance_id: str):
+    """Announce `instance_id` alive until `.release()` (see Liveness)."""
+    registry = getattr(store, "instances", None)
+    if registry is not None:
+        return registry.announce(instance_id)
+    return Liveness(data_dir, instance_id)
+
+
 def recover(store, data_dir: str, *, now_wall: float | None = None,
             now_mono: float | None = None) -> list[str]:
     """Reclaim the running jobs of dead instances, and those whose lease ran out.
     Returns the reclaimed ids (each logged with its original worker)."""
+    instances = _instances(store, data_dir)
     now_wall = time.time() if now_wall is None else now_wall
     now_mono = time.monotonic() if now_mono is None else now_mono
     running = store.running_leases()          # [(job_id, owner, lease_deadline)]
@@ -186,7 +222,7 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
     dead_owners, expired = set(), []
     for job_id, owner, deadline in running:
         if owner not in alive:
-            alive[owner] = bool(owner) and is_alive(data_dir, owner)
+            alive[owner] = bool(owner) and instances.is_alive(owner)
         if not alive[owner]:
             dead_owners.add(owner)
         elif deadline and deadline < now_mono:
@@ -194,11 +230,8 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
     reclaimed = []
     for owner in sorted(dead_owners):
         reclaimed += reclaim_dead_owner(store, data_dir, owner, now_wall=now_wall,
-                                        crashed=not exited_cleanly(data_dir, owner))
-        try:
-            os.unlink(_lock_path(data_dir, owner))
-        except FileNotFoundError:
-            pass
+                                        crashed=not instances.exited_cleanly(owner))
+        instances.forget(owner)
     for job_id, owner in expired:
         if store.reclaim_expired(job_id, owner=owner, now=now_wall, now_mono=now_mono):
             log.warning("reclaimed job %s: the lease of worker %s expired (frozen or "

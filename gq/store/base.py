@@ -73,6 +73,20 @@ class Store(Protocol):
         (ready_seq, priority, type, id). A dispatcher that keeps the highest seq
         it has seen learns about new work from any process with one range read."""
 
+    # Optional fast path, used by the worker when present:
+    # push_ready_after(heap, seq, limit, handled) -> (rows read, last seq read)
+    # does ready_after() and pushes the rows of handled types into a ReadyHeap.
+
+    # Optional, used by Queue.readiness() when present (else a counts() read):
+    # health() -> (ready, reason): False while the store's circuit breaker
+    # (gq.store.breaker) is open or reads fail; runs the breaker's probe
+    # transaction once its cool-down is over. A store that has it also refuses
+    # submissions with StoreUnavailable while the circuit is open.
+    #
+    # Optional, used at a worker's start when present (a store on one machine):
+    # reclaim_other_boot(boot_id, now) -> [(job id, old owner)]: record the
+    # machine's boot id; if it replaces another, reclaim every running job.
+
     def close(self) -> None:
         """Finish pending writes and release the store. Idempotent."""
 
