@@ -33,6 +33,7 @@ class FaultPlan:
         self.error = lambda: lmdb.Error("mdb_txn_commit: Input/output error")
         self.failed = 0
         self.opens = 0
+        self.fail_opens = 0
 
 
 _WRITES = {"put", "putmulti", "replace", "delete", "pop"}
@@ -107,6 +108,9 @@ def faults(monkeypatch):
     real_open = lmdb_store._open_env
 
     def open_faulty(path, map_size):
+        if plan.fail_opens > 0:
+            plan.fail_opens -= 1
+            raise gq.DataDirError(f"cannot open data dir {path}: Input/output error")
         plan.opens += 1
         return FaultyEnv(real_open(path, map_size), plan)
     monkeypatch.setattr(lmdb_store, "_open_env", open_faulty)
@@ -242,5 +246,27 @@ def test_a_worker_keeps_running_and_completes_once_the_fault_is_gone(data_dir, f
         assert [q.get(j).state for j in ids] == [gq.State.COMPLETED] * 40
         assert sorted(runs) == sorted(ids), "a job ran twice (or never)"
         assert value(metrics.CIRCUIT_OPEN) == 0   # the worker's own commits closed it
+    finally:
+        q.close()
+
+
+def test_a_failed_reopen_is_retried_by_the_next_write(data_dir, faults):
+    """The disk fails the commit and then the reopen: reads say the store is
+    unavailable (not a crash), and the next write opens it again."""
+    q = gq.Queue(data_dir, circuit_threshold=10, circuit_cooldown=COOLDOWN)
+    try:
+        jid = q.submit("t", {"kept": True})
+        faults.fail_next, faults.fail_opens = 1, 1
+        with pytest.raises(PersistenceError):
+            q.submit("t")
+        assert q.store._env is None
+        with pytest.raises(gq.StoreUnavailable):
+            q.get(jid)
+        ready, reason = q.readiness()
+        assert not ready and "reopened" in reason
+        after = q.submit("t", {"after": True})          # reopens, then writes
+        assert q.get(jid).payload == {"kept": True}
+        assert q.get(after).payload == {"after": True}
+        assert q.readiness() == (True, "ok")
     finally:
         q.close()

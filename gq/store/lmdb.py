@@ -476,6 +476,8 @@ class LMDBStore:
                 if self._env is not None:
                     self._env.close()
                     self._env = None
+                PERSISTENCE_ERRORS.inc()
+                self.breaker.failed(e)
                 log.error("reopening the store at %s failed: %s", self.path, e)
                 return
             self.reopens += 1
