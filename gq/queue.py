@@ -34,8 +34,9 @@ class Queue:
 
     Options (all keyword, all optional; durations in seconds): visibility_timeout,
     timeout, max_attempts, backoff_base, backoff_cap, lifetime, max_payload_bytes,
-    depth_warning, max_depth, retention, map_size, idempotency_window. See
-    gq.config for defaults.
+    depth_warning, max_depth, retention, map_size, idempotency_window,
+    circuit_threshold (storage failures in a row before submissions are refused
+    with StoreUnavailable), circuit_cooldown. See gq.config for defaults.
     """
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
@@ -269,10 +270,15 @@ class Queue:
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason) for readiness probes: False while the store cannot serve.
 
-        The HTTP `/readyz` and operators' tools ask this; the store's circuit
-        breaker and fault handling feed it."""
+        The HTTP `/readyz` and operators' tools ask this. Not ready while the
+        store's circuit breaker is open (see gq.store.breaker); once its cool-down
+        is over, asking runs the probe transaction that can close it."""
         try:
-            self._live_store().counts()
+            store = self._live_store()
+            health = getattr(store, "health", None)
+            if health is not None:
+                return health()
+            store.counts()
         except GQError as exc:
             return False, str(exc)
         return True, "ok"

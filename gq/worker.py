@@ -26,12 +26,14 @@ import orjson
 from gq._core import states as S
 from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
-from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
+from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError,
+                       ValidationError)
 from gq.jobs import Category, JobError
 from gq.periodic import PeriodicScheduler
 from gq.processes import EXIT_REPLACE, start_watchdog
 from gq.claims import QuotaBook
-from gq.recovery import RECOVERY_INTERVAL, announce, recover
+from gq.recovery import (RECOVERY_INTERVAL, DeathWatch, announce, reclaim_after_reboot,
+                         recover)
 from gq.retry import backoff_delay, should_retry
 from gq.sweeps import sweep
 from gq.threads import DaemonThreadPool
@@ -44,6 +46,7 @@ RETENTION_INTERVAL = 3600.0        # how often a worker purges jobs past the ret
 POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
 READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
 STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
+OUTCOME_RETRY_DELAY = 0.5          # after a storage failure, before outcomes are retried
 
 
 class Job:
@@ -118,6 +121,7 @@ class Worker:
         self._last_state_check = 0.0
         self._last_extend = 0.0
         self._last_recovery = 0.0
+        self._deaths = None            # DeathWatch, from serve()
         self._last_purge = time.monotonic()
         self._outcomes: list = []                 # (running, outcome) waiting for a commit
         self._outcome_writer: asyncio.Task | None = None
@@ -165,7 +169,10 @@ class Worker:
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
         liveness = announce(store, self.queue.path, self.instance_id)
-        reclaimed = recover(store, self.queue.path)
+        if getattr(store, "instances", None) is None:     # lock files: watch them
+            self._deaths = DeathWatch(self.queue.path, self.instance_id)
+            self._deaths.noticed()   # the dead known now are handled by the pass below
+        reclaimed = reclaim_after_reboot(store) + recover(store, self.queue.path)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
@@ -389,6 +396,18 @@ class Worker:
                     finishes, owner=self.instance_id, now=time.time(),
                     candidates=self._claim_args(candidates),
                     lease_deadline=time.monotonic() + visibility)
+            except PersistenceError as e:
+                # the store failed (and reopens itself): keep the slots and the
+                # outcomes, try again shortly, rather than leave the jobs to their
+                # lease and run them twice
+                log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
+                          len(batch), e, OUTCOME_RETRY_DELAY)
+                self._quotas.settle(candidates)
+                for entry in [] if self._pulls else candidates:
+                    self._heap.push(*entry)
+                self._outcomes[:0] = batch
+                await asyncio.sleep(OUTCOME_RETRY_DELAY)
+                continue
             except GQError as e:
                 log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
                 refused, claimed = {}, []
@@ -514,7 +533,8 @@ class Worker:
                                  self.queue.config.retention)
                 except GQError as e:
                     log.error("retention purge failed: %s", e)
-            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL:
+            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL or \
+                    (self._deaths is not None and self._deaths.noticed()):
                 self._last_recovery = time.monotonic()
                 try:
                     if recover(self.queue.store, self.queue.path):
