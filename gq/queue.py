@@ -11,6 +11,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from gq import observe
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
@@ -62,7 +63,9 @@ class Queue:
                          depends_on=depends_on, key=key, id=id, max_attempts=max_attempts,
                          timeout=timeout, lifetime=lifetime,
                          max_payload_bytes=self.config.max_payload_bytes, now=now)
-        return store.submit([spec], max_depth=self.config.max_depth, now=now)[0]
+        job_id = store.submit([spec], max_depth=self.config.max_depth, now=now)[0]
+        observe.jobs_submitted(spec.type)
+        return job_id
 
     async def asubmit(self, type: str, payload: Any = None, **job: Any) -> str:
         """`submit` for coroutines: concurrent callers share one commit (one fsync)."""
@@ -70,7 +73,9 @@ class Queue:
         now = time.time()
         spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
                          now=now, **job)
-        return (await store.asubmit([spec], max_depth=self.config.max_depth, now=now))[0]
+        job_id = (await store.asubmit([spec], max_depth=self.config.max_depth, now=now))[0]
+        observe.jobs_submitted(spec.type)
+        return job_id
 
     def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Store many jobs in one transaction (one fsync): all of them or none.
@@ -83,7 +88,9 @@ class Queue:
         specs, now = self._specs(jobs)
         if not specs:
             return []
-        return store.submit(specs, max_depth=self.config.max_depth, now=now)
+        ids = store.submit(specs, max_depth=self.config.max_depth, now=now)
+        observe.batch_submitted(specs)
+        return ids
 
     async def asubmit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """`submit_many` for coroutines."""
@@ -91,7 +98,9 @@ class Queue:
         specs, now = self._specs(jobs)
         if not specs:
             return []
-        return await store.asubmit(specs, max_depth=self.config.max_depth, now=now)
+        ids = await store.asubmit(specs, max_depth=self.config.max_depth, now=now)
+        observe.batch_submitted(specs)
+        return ids
 
     def _specs(self, jobs):
         if isinstance(jobs, (Mapping, str, bytes)):

@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-import gq
 from worker_harness import InProcessWorker, WorkerProcess
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop_kind(request):
     return request.param
-
-
-@pytest.fixture
-def make_queue(data_dir):
-    """make_queue(**options) -> a gq.Queue on this test's data dir (closed at teardown)."""
-    opened = []
-
-    def make(**options):
-        q = gq.Queue(data_dir, **options)
-        opened.append(q)
-        return q
-    yield make
-    for q in reversed(opened):
-        q.close()
 
 
 @pytest.fixture
