@@ -4,9 +4,10 @@
 
 A `gq worker --http 127.0.0.1:0` subprocess (one process) serves; this process
 runs CLIENTS concurrent aiohttp clients posting small jobs for SECONDS, first
-without a token, then against a worker started with `--token`. Beside them, the
-same number of concurrent in-process `asubmit` callers on a store of the same
-disk: the group-commit ceiling that HTTP submits share. Submitted jobs are of a
+without a token, then against a worker started with `--token`. Beside them, two
+ceilings from the same run: `GET /healthz` with the same clients and server (HTTP
+doing no work), and the same number of concurrent in-process `asubmit` callers
+on a store of the same disk (the group commit that HTTP submits share). Submitted jobs are of a
 type the worker has no handler for, so only submission is measured.
 """
 
@@ -38,7 +39,8 @@ if os.environ.get("GQ_BENCH_DATA"):
         return None
 
 
-async def _clients(base: str, seconds: float, clients: int, token: str | None) -> dict:
+async def _clients(base: str, seconds: float, clients: int, token: str | None,
+                   path: str = "/v1/jobs") -> dict:
     import aiohttp
 
     headers = {"Content-Type": "application/json"}
@@ -53,11 +55,15 @@ async def _clients(base: str, seconds: float, clients: int, token: str | None) -
         i = 0
         while time.perf_counter() < deadline:
             t = time.perf_counter()
-            async with session.post(base + "/v1/jobs", headers=headers,
-                                    data=b'{"type": "bench.http", "payload": {"n": %d}}'
-                                    % (n * 1_000_000 + i)) as r:
+            if path == "/v1/jobs":
+                request = session.post(base + path, headers=headers,
+                                       data=b'{"type": "bench.http", "payload": {"n": %d}}'
+                                       % (n * 1_000_000 + i))
+            else:
+                request = session.get(base + path)
+            async with request as r:
                 await r.read()
-                if r.status == 201:
+                if r.status in (200, 201):
                     done += 1
                     latencies.append(time.perf_counter() - t)
                 else:
@@ -132,6 +138,10 @@ def main(argv=None) -> dict:
             data = os.path.join(base, f"http-{label}")
             proc, url = _serve(data, token)
             try:
+                if token is None:   # the same server and client doing no work: the ceiling
+                    ceiling = asyncio.run(_clients(url, seconds, CLIENTS, None, "/healthz"))
+                    figures["http_healthz_per_s"] = ceiling["per_s"]
+                    print(f"HTTP GET /healthz: {ceiling}", flush=True)
                 result = asyncio.run(_clients(url, seconds, CLIENTS, token))
             finally:
                 _stop(proc)
@@ -144,6 +154,8 @@ def main(argv=None) -> dict:
               f"{figures['asubmit_in_process_per_s']}/s", flush=True)
         figures["http_vs_asubmit"] = round(
             figures["http_submit_no_token_per_s"] / figures["asubmit_in_process_per_s"], 2)
+        figures["http_submit_vs_healthz"] = round(
+            figures["http_submit_no_token_per_s"] / figures["http_healthz_per_s"], 2)
         figures["token_vs_no_token"] = round(
             figures["http_submit_token_per_s"] / figures["http_submit_no_token_per_s"], 2)
     finally:

@@ -111,6 +111,7 @@ class Worker:
         self.http_token = http_token if http_token is not None else \
             os.environ.get("GQ_TOKEN") or None
         self._http_server = None
+        self._recorder = observe.WorkerRecorder(self.concurrency)   # metrics, batched
         self.instance_id = instance_id or \
             f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._rng = rng
@@ -193,7 +194,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.cancel()
-            observe.slots_busy(0, self.concurrency)
+            self._recorder.flush(0, force=True)
             if self._http_server is not None:
                 await self._http_server.stop()
             liveness.release(leftover=bool(self._running))
@@ -249,7 +250,7 @@ class Worker:
         self._refresh_heap(store)
         if self._running and time.monotonic() - self._last_state_check > STATE_CHECK_MIN_GAP:
             self._check_running_states()
-        observe.slots_busy(len(self._running), self.concurrency)
+        self._recorder.flush(len(self._running))
         free = self.concurrency - len(self._running)
         if free <= 0:
             return
@@ -269,7 +270,7 @@ class Worker:
             return
         for record in claimed:
             self._start(record)
-        observe.slots_busy(len(self._running), self.concurrency)
+        self._recorder.flush(len(self._running))
         if len(claimed) < len(candidates):
             self._hold_back(candidates, claimed)
             self._wake.set()   # some were stale: look again at once
@@ -318,7 +319,7 @@ class Worker:
         return picked
 
     def _start(self, record) -> None:
-        observe.job_started(record)
+        self._recorder.started(record)
         running = _Running(record)
         self._running[record.id] = running
         self._running_by_type[record.type] = self._running_by_type.get(record.type, 0) + 1
@@ -360,7 +361,7 @@ class Worker:
                 began = time.monotonic()
                 outcome = await self._call_handler(running, spec, job, timeout, max_attempts)
                 if outcome is not None:
-                    observe.attempt_ran(record.type, time.monotonic() - began)
+                    self._recorder.ran(record.type, time.monotonic() - began)
         except BaseException:
             self._forget(running)
             raise
@@ -410,12 +411,12 @@ class Worker:
                             completed_by_type.get(record.type, 0) + 1
                 self._forget(running)
             if completed_by_type:
-                observe.jobs_completed(completed_by_type)
+                self._recorder.completed(completed_by_type)
             for record in claimed:
                 self._start(record)
             if len(claimed) < len(candidates):
                 self._hold_back(candidates, claimed)
-            observe.slots_busy(len(self._running), self.concurrency)
+            self._recorder.flush(len(self._running))
 
     def _hold_back(self, candidates, claimed) -> None:
         """Candidates a claim skipped because their type was paused in the
