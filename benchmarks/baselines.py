@@ -61,3 +61,12 @@ def write_json(path: str | None, figures: dict) -> None:
 
         with open(path, "w") as f:
             json.dump(figures, f, indent=2)
+
+
+def print_and_write(figures: dict, path: str | None) -> dict:
+    """A script's figures, one per line, and as JSON to `path` if given."""
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    write_json(path, figures)
+    return figures

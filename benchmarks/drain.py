@@ -23,7 +23,7 @@ import threading
 import time
 
 import gq
-from benchmarks.baselines import bench_args, write_json
+from benchmarks.baselines import bench_args, print_and_write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -89,7 +89,7 @@ asyncio.run(main())
 
 
 def latency(base: str, rate: float, seconds: float) -> dict:
-    path = os.path.join(base, "latency")
+    path = os.path.join(base, f"latency{rate:g}")
     q = gq.Queue(path)
     lat: list[float] = []
 
@@ -106,46 +106,58 @@ def latency(base: str, rate: float, seconds: float) -> dict:
     proc.wait()
     q.close()
     ms = [x * 1000 for x in lat]
-    return {"latency_rate_per_s": rate, "latency_jobs": n,
-            "latency_p50_ms": round(_percentile(ms, 0.50), 2),
-            "latency_p99_ms": round(_percentile(ms, 0.99), 2),
-            "latency_p999_ms": round(_percentile(ms, 0.999), 2),
-            "latency_max_ms": round(max(ms), 2)}
+    at = f"latency_at_{rate:g}_per_s"
+    return {f"{at}_jobs": n,
+            f"{at}_p50_ms": round(_percentile(ms, 0.50), 2),
+            f"{at}_p99_ms": round(_percentile(ms, 0.99), 2),
+            f"{at}_p999_ms": round(_percentile(ms, 0.999), 2),
+            f"{at}_max_ms": round(max(ms), 2)}
 
 
-def cpu_processes(base: str, n: int, concurrency: int = 1) -> dict:
-    rates = {}
-    for processes in (1, 2):
-        data = os.path.join(base, f"cpu{processes}")
-        env = {**os.environ, "GQ_DATA": data, "PYTHONPATH": os.path.dirname(HERE)}
-        q = gq.Queue(data)
-        q.submit_many([{"type": "bench.cpu"} for _ in range(n)])
-        t = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "gq.cli", "worker", "benchmarks.apps:queue",
-                                 "--processes", str(processes), "--concurrency", str(concurrency),
-                                 "--log-level", "WARNING"], env=env)
+def processes_drain(base: str, n: int, job_type: str, processes: int,
+                    concurrency: int) -> float:
+    """Jobs/s of `gq worker --processes N` draining n jobs of `job_type` (a
+    handler of benchmarks.apps), from the worker's spawn to the last completion."""
+    data = os.path.join(base, f"{job_type}-p{processes}-c{concurrency}")
+    env = {**os.environ, "GQ_DATA": data, "PYTHONPATH": os.path.dirname(HERE)}
+    q = gq.Queue(data)
+    for start in range(0, n, 10_000):
+        q.submit_many([{"type": job_type} for _ in range(min(10_000, n - start))])
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "gq.cli", "worker", "benchmarks.apps:queue",
+                             "--processes", str(processes), "--concurrency", str(concurrency),
+                             "--log-level", "WARNING"], env=env)
+    try:
         _wait_until(lambda: q.stats()["by_state"]["completed"] >= n, 600, step=0.01)
-        rates[processes] = n / (time.perf_counter() - t)
+        return n / (time.perf_counter() - t)
+    finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         q.close()
+
+
+def cpu_processes(base: str, n: int, concurrency: int = 1) -> dict:
+    rates = {processes: processes_drain(base, n, "bench.cpu", processes, concurrency)
+             for processes in (1, 2)}
     return {"cpu_5ms_1_process_per_s": round(rates[1]), "cpu_5ms_2_processes_per_s": round(rates[2]),
             "cpu_2_vs_1_processes": round(rates[2] / rates[1], 2)}
 
 
-def main(argv=None) -> dict:
-    args, base = bench_args(__doc__.splitlines()[0], argv)
-    drain_n, lat_seconds, cpu_n = (5_000, 2.0, 200) if args.quick else (100_000, 10.0, 1_000)
+def measure(base: str, quick: bool) -> dict:
+    """Every figure of this script (see the module docstring), sized by `quick`."""
+    drain_n, lat_seconds, cpu_n = (5_000, 2.0, 200) if quick else (100_000, 10.0, 1_000)
     figures = {}
     figures.update(drain(base, drain_n, concurrency=64))    # the Worker default
     figures.update(drain(base, drain_n, concurrency=256))   # bigger batches per commit
     figures.update(latency(base, 1000.0, lat_seconds))
     figures.update(cpu_processes(base, cpu_n, concurrency=1))
-    width = max(map(len, figures))
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
-    write_json(args.json, figures)
     return figures
+
+
+def main(argv=None) -> dict:
+    args, base = bench_args(__doc__.splitlines()[0], argv)
+    figures = measure(base, args.quick)
+    return print_and_write(figures, args.json)
 
 
 if __name__ == "__main__":

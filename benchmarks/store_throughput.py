@@ -64,11 +64,11 @@ def submit_many(q: gq.Queue, batches: int, size: int = 1000) -> float:
     return _rate(batches * size, lambda: [q.submit_many(jobs) for _ in range(batches)])
 
 
-def main(argv=None) -> dict:
-    args, base = bench_args(__doc__.splitlines()[0], argv)
-    rounds, per_round = (5, 100) if args.quick else (15, 400)
-    concurrent_total = 6_400 if args.quick else 128_000
-    many_batches = 20 if args.quick else 200
+def measure(base: str, quick: bool) -> dict:
+    """Every figure of this script (see the module docstring), sized by `quick`."""
+    rounds, per_round = (5, 100) if quick else (15, 400)
+    concurrent_total = 6_400 if quick else 128_000
+    many_batches = 20 if quick else 200
 
     fsync = fsync_rate(base)
     raw = RawLMDB(base)
@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     finally:
         q.close()
         raw.close()
-    figures = {
+    return {
         "fsync_per_s": round(fsync),
         "raw_lmdb_commits_per_s": round(raw_rate),
         "submit_one_by_one_per_s": round(one),
@@ -91,7 +91,18 @@ def main(argv=None) -> dict:
         "asubmit_64_callers_per_s": round(conc),
         "asubmit_64_vs_one_by_one": round(conc / one, 1),
         "submit_many_1000_per_s": round(many),
+        "one_by_one_rounds": rounds,
     }
+
+
+def main(argv=None) -> dict:
+    args, base = bench_args(__doc__.splitlines()[0], argv)
+    figures = measure(base, args.quick)
+    fsync, raw_rate, one = (figures[k] for k in ("fsync_per_s", "raw_lmdb_commits_per_s",
+                                                  "submit_one_by_one_per_s"))
+    ratio, conc, many = (figures[k] for k in ("submit_vs_raw_lmdb", "asubmit_64_callers_per_s",
+                                               "submit_many_1000_per_s"))
+    rounds = figures["one_by_one_rounds"]
     rows = [
         ("disk fdatasync", f"{fsync:,.0f}/s", "baseline"),
         ("raw py-lmdb put+synced commit", f"{raw_rate:,.0f}/s", "baseline"),

@@ -18,10 +18,15 @@ from gq._core.heap import ReadyHeap
 N = 1_000_000
 
 
+def make_jobs(n: int = N):
+    """n ids and seeded random priorities 0-9 (also used by python -m benchmarks)."""
+    rng = random.Random(1234)
+    return [f"job-{i}" for i in range(n)], [rng.randrange(10) for _ in range(n)]
+
+
 @pytest.fixture(scope="module")
 def jobs():
-    rng = random.Random(1234)
-    return [f"job-{i}" for i in range(N)], [rng.randrange(10) for _ in range(N)]
+    return make_jobs()
 
 
 # --- heap: push 1M then pop them all, one Python call per operation -------------
@@ -29,9 +34,10 @@ def jobs():
 def run_ready_heap(ids, prios):
     h = ReadyHeap()
     push, pop = h.push, h.pop
-    for i in range(N):
+    n = len(ids)
+    for i in range(n):
         push(ids[i], "email", prios[i], i)
-    for _ in range(N):
+    for _ in range(n):
         pop()
     assert len(h) == 0
 
@@ -39,9 +45,10 @@ def run_ready_heap(ids, prios):
 def run_heapq(ids, prios):
     h = []
     heappush, heappop = heapq.heappush, heapq.heappop
-    for i in range(N):
+    n = len(ids)
+    for i in range(n):
         heappush(h, (-prios[i], i, ids[i]))
-    for _ in range(N):
+    for _ in range(n):
         heappop(h)
     assert not h
 

@@ -15,11 +15,32 @@ from gq.errors import GQError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+SHOW_TRACEBACK_ENV = "GQ_TRACEBACK"   # set to 1 to see the traceback of an unexpected error
 
 
-def _open(args):
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (the usage itself is
+    one `--help` away), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _open(args, create: bool = False):
+    """The Queue of --data. Commands that only look or act on existing jobs
+    refuse a missing data dir: a typo must not create an empty store and
+    report "nothing there"."""
     import gq
-    return gq.Queue(args.data)
+    path = args.data
+    if not path:
+        raise GQError("the data dir is empty: pass --data DIR or set GQ_DATA")
+    from gq.store.opening import is_postgres
+    if not create and not is_postgres(path) and not os.path.isfile(path) and \
+            not os.path.exists(os.path.join(path, "data.mdb")):
+        what = "does not exist" if not os.path.exists(path) else "holds no gq store"
+        raise GQError(f"data dir {path} {what}; pass --data DIR (or set GQ_DATA) to "
+                      "the data dir your jobs were submitted to")
+    return gq.Queue(path)
 
 
 def _print_json(value) -> None:
@@ -33,13 +54,53 @@ def _parse_json(text: str, what: str):
         raise GQError(f"{what} is not valid JSON: {e}") from None
 
 
+def _read_payload(text: str | None):
+    """JSON from the argument, from stdin (`-`) or from a file (`@path`): payloads
+    too big for a command line still have a way in."""
+    if text is None:
+        return None
+    what = "the payload"
+    if text == "-":
+        text, what = sys.stdin.read(), "the payload read from stdin"
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except OSError as e:
+            raise GQError(f"cannot read the payload file {path}: {e.strerror}") from None
+        what = f"the payload in {path}"
+    return _parse_json(text, what)
+
+
 def cmd_submit(args) -> int:
-    payload = None if args.payload is None else _parse_json(args.payload, "the payload")
-    with _open(args) as q:
+    payload = _read_payload(args.payload)
+    with _open(args, create=True) as q:
         jid = q.submit(args.type, payload, priority=args.priority, delay=args.delay,
                        depends_on=args.depends_on or None, key=args.key, id=args.id)
-    print(jid)
+    if args.json:
+        _print_json({"id": jid})
+    else:
+        print(jid)
     return 0
+
+
+def _table(headers: list[str], rows: list[list], right: set[int] = frozenset()) -> None:
+    """Print rows under headers, every column as wide as its widest cell."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(row):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+    print(line(headers))
+    for row in cells:
+        print(line(row))
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def cmd_inspect(args) -> int:
@@ -47,24 +108,35 @@ def cmd_inspect(args) -> int:
         job = q.get(args.id).as_dict()
     if args.json:
         _print_json(job)
-    else:
-        for name, value in job.items():
-            if isinstance(value, (dict, list)):
-                value = orjson.dumps(value).decode()
-            print(f"{name:>13}: {value}")
+        return 0
+    error = job.pop("error")
+    for name, value in job.items():
+        if isinstance(value, (dict, list)):
+            value = orjson.dumps(value).decode()
+        print(f"{name:>13}: {'-' if value is None else value}")
+    if error:
+        print(f"{'error':>13}: [{error['category']}] {error['message']} "
+              f"(attempt {error['attempt']})")
+        if error["traceback"]:
+            print(error["traceback"].rstrip())
     return 0
 
 
 def cmd_list(args) -> int:
     with _open(args) as q:
-        jobs = [j.as_dict() for j in q.list(state=args.state, type=args.type, limit=args.limit)]
+        jobs = q.list(state=args.state, type=args.type, limit=args.limit)
     if args.json:
-        _print_json(jobs)
+        _print_json([j.as_dict() for j in jobs])
         return 0
-    print(f"{'ID':<24} {'TYPE':<20} {'STATE':<12} {'PRIO':>6} {'ATT':>4}")
+    rows = []
     for j in jobs:
-        print(f"{j['id']:<24} {j['type']:<20} {j['state']:<12} {j['priority']:>6} "
-              f"{j['attempts']:>4}")
+        error = j.error
+        rows.append([j.id, j.type, j.state.value, j.priority, j.attempts,
+                     f"[{error.category.value}] {_short(error.message)}" if error else ""])
+    _table(["ID", "TYPE", "STATE", "PRIORITY", "ATTEMPTS", "LAST ERROR"], rows,
+           right={3, 4})
+    if len(jobs) == args.limit:
+        print(f"(first {args.limit} shown; --limit N for more)")
     return 0
 
 
@@ -74,39 +146,84 @@ def cmd_stats(args) -> int:
     if args.json:
         _print_json(stats)
         return 0
-    print(f"total: {stats['total']}")
-    for state, n in stats["by_state"].items():
-        print(f"  {state:<12} {n}")
-    for job_type, counts in stats["by_type"].items():
-        print(f"{job_type}: " + ", ".join(f"{s}={n}" for s, n in counts.items()))
+    states = list(stats["by_state"])
+    rows = [[job_type] + [counts.get(s, 0) for s in states] + [sum(counts.values())]
+            for job_type, counts in stats["by_type"].items()]
+    rows.append(["(all types)"] + [stats["by_state"][s] for s in states] + [stats["total"]])
+    _table(["TYPE"] + [s.upper() for s in states] + ["TOTAL"], rows,
+           right=set(range(1, len(states) + 2)))
     if stats["paused"]:
         print("paused: " + ", ".join(stats["paused"]))
     return 0
 
 
+def _print_job_state(args, job) -> None:
+    if args.json:
+        _print_json(job.as_dict())
+    else:
+        print(f"{job.id}: {job.state.value}")
+
+
 def cmd_cancel(args) -> int:
     with _open(args) as q:
-        print(f"{args.id}: {q.cancel(args.id).state.value}")
+        _print_job_state(args, q.cancel(args.id))
     return 0
 
 
 def cmd_retry(args) -> int:
+    if args.dead_letter == (args.id is not None):
+        raise GQError("give either a job ID or --dead-letter (all dead-lettered jobs, "
+                      "optionally --type T), not both or neither")
+    if args.type is not None and not args.dead_letter:
+        raise GQError("--type goes with --dead-letter (retry every dead-lettered job "
+                      "of that type)")
     with _open(args) as q:
-        print(f"{args.id}: {q.retry(args.id).state.value}")
+        if not args.dead_letter:
+            _print_job_state(args, q.retry(args.id))
+            return 0
+        retried = retry_dead_letters(q, args.type)
+    if args.json:
+        _print_json({"retried": retried})
+    else:
+        of = f" of type {args.type}" if args.type else ""
+        print(f"retried {len(retried)} dead-lettered jobs{of}")
     return 0
+
+
+def retry_dead_letters(q, job_type: str | None) -> list[str]:
+    """Send every job that is dead-lettered now (of `job_type`, if given) back to
+    scheduled. The ids are read first, so a job that dead-letters again while
+    this runs is not retried twice; one a worker moved on meanwhile is skipped."""
+    from gq.errors import InvalidTransition, JobNotFound
+
+    ids = [j.id for j in q.list(state="dead_letter", type=job_type, limit=sys.maxsize)]
+    retried = []
+    for job_id in ids:
+        try:
+            q.retry(job_id)
+        except (InvalidTransition, JobNotFound):
+            continue
+        retried.append(job_id)
+    return retried
 
 
 def cmd_pause(args) -> int:
     with _open(args) as q:
         q.pause(args.type)
-    print(f"paused {args.type}")
+    if args.json:
+        _print_json({"type": args.type, "paused": True})
+    else:
+        print(f"paused {args.type}")
     return 0
 
 
 def cmd_resume(args) -> int:
     with _open(args) as q:
         q.resume(args.type)
-    print(f"resumed {args.type}")
+    if args.json:
+        _print_json({"type": args.type, "paused": False})
+    else:
+        print(f"resumed {args.type}")
     return 0
 
 
@@ -139,6 +256,7 @@ def cmd_worker(args) -> int:
 
     import gq
     from gq.logs import configure_logging
+    from gq.store import opening
 
     configure_logging(args.log_format, args.log_level)
     queue = load_queue(args.target)
@@ -150,7 +268,8 @@ def cmd_worker(args) -> int:
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
                        shutdown_timeout=args.shutdown_timeout, http=args.http,
                        http_token=args.token or None)
-    logging.getLogger("gq.worker").info("serving %s from %s", args.target, queue.path)
+    logging.getLogger("gq.worker").info("serving %s from %s", args.target,
+                                        opening.shown(queue.path))
     return worker.run()
 
 
@@ -204,27 +323,37 @@ def cmd_purge(args) -> int:
 
 def cmd_demo(args) -> int:
     from gq.demo import run_demo
-    return run_demo(args.data if args.data_given else None, jobs=args.jobs)
+    return run_demo(args.data if args.data_given else None, jobs=args.jobs,
+                    as_json=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", default=os.environ.get("GQ_DATA", "./gq-data"),
-                        help="data dir (default: $GQ_DATA or ./gq-data)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    data_opt = argparse.ArgumentParser(add_help=False)
+    data_opt.add_argument("--data", default=os.environ.get("GQ_DATA", "./gq-data"),
+                          metavar="DIR",
+                          help="data dir or postgresql:// URL (default: $GQ_DATA or ./gq-data)")
+    common = argparse.ArgumentParser(add_help=False, parents=[data_opt])
+    common.add_argument("--json", action="store_true",
+                        help="print JSON instead of a table (for scripts)")
 
-    parser = argparse.ArgumentParser(
-        prog="gq", description="GopherQueue: a durable priority job queue in your process.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(
+        prog="gq", description="GopherQueue: a durable priority job queue in your process.",
+        epilog="Every command takes --data DIR (or GQ_DATA). `gq COMMAND --help` "
+        "describes one command. Start with `gq demo`.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("demo", parents=[common], help="run the demo on a fresh data dir",
                        description="Fill a fresh data dir with sample jobs (priorities, "
-                       "delays, a dependency chain, failures), run them, print a summary.")
-    p.add_argument("--jobs", type=int, default=300, help="number of sample jobs (default 300)")
+                       "a delayed batch, a dependency chain, a temporary failure that "
+                       "succeeds on retry, a permanent failure, a timeout), run them with "
+                       "a progress bar, then print a summary and the commands to look "
+                       "around. Without --data/GQ_DATA it uses a new temporary dir.")
+    p.add_argument("--jobs", type=int, default=300,
+                   help="number of plain sample jobs (default 300)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("worker", parents=[common], help="run workers for a queue's handlers",
+    p = sub.add_parser("worker", parents=[data_opt], help="run workers for a queue's handlers",
                        description="Run the handlers registered on MODULE:QUEUE until "
                        "SIGTERM/SIGINT, then drain gracefully (running jobs get "
                        "--shutdown-timeout seconds to finish).")
@@ -249,29 +378,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default INFO)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("submit", parents=[common], help="submit one job, print its id")
+    p = sub.add_parser("submit", parents=[common], help="submit one job, print its id",
+                       description="Store one job durably and print its id.")
     p.add_argument("type", help="job type (the handler name)")
-    p.add_argument("payload", nargs="?", help="JSON payload (default: null)")
+    p.add_argument("payload", nargs="?", metavar="JSON",
+                   help="JSON payload (default: null); `-` reads it from stdin, "
+                   "`@FILE` from a file")
     p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
-    p.add_argument("--delay", type=float, help="seconds to wait before it may run")
+    p.add_argument("--delay", type=float, metavar="SECONDS",
+                   help="seconds to wait before it may run")
     p.add_argument("--depends-on", action="append", metavar="ID",
                    help="id of a job that must complete first (repeatable)")
-    p.add_argument("--key", help="idempotency key")
-    p.add_argument("--id", help="caller-chosen job id")
+    p.add_argument("--key", help="idempotency key: while a job with this key is "
+                   "unfinished, submitting it again returns that job's id")
+    p.add_argument("--id", help="caller-chosen job id (unique)")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("inspect", parents=[common], help="show one job")
-    p.add_argument("id")
+    p = sub.add_parser("inspect", parents=[common], help="show one job",
+                       description="Show one job: state, attempts, payload, result, "
+                       "and its last error with the traceback of a system failure.")
+    p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("list", parents=[common], help="list jobs")
+    p = sub.add_parser("list", parents=[common], help="list jobs",
+                       description="List jobs with their state, priority, attempts and "
+                       "last error, oldest first within each type.")
     p.add_argument("--state", help="pending, scheduled, running, completed, failed, "
                    "dead_letter or cancelled")
     p.add_argument("--type", help="only jobs of this type")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("stats", parents=[common], help="counts by state and type")
+    p = sub.add_parser("stats", parents=[common], help="counts by state and type",
+                       description="Count jobs by type and state, and list the paused "
+                       "types.")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("check", parents=[common],
@@ -289,22 +429,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. 3600, 90m, 12h, 7d")
     p.set_defaults(func=cmd_purge)
 
-    for name, func, text in (("cancel", cmd_cancel, "cancel a job"),
-                             ("retry", cmd_retry, "retry a dead-lettered job")):
-        p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("id")
+    p = sub.add_parser("cancel", parents=[common], help="cancel a job",
+                       description="Cancel a pending, scheduled or running job (a running "
+                       "handler is stopped by its worker).")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("retry", parents=[common], help="retry dead-lettered jobs",
+                       description="Send a dead-lettered job back to scheduled with its "
+                       "attempts reset, or with --dead-letter every dead-lettered job "
+                       "(of --type T). A failed job is not retriable: fix its payload and "
+                       "submit a new one.")
+    p.add_argument("id", metavar="ID", nargs="?", help="the job to retry")
+    p.add_argument("--dead-letter", action="store_true",
+                   help="retry every job now in dead_letter")
+    p.add_argument("--type", help="with --dead-letter: only jobs of this type")
+    p.set_defaults(func=cmd_retry)
+
+    for name, func, text in (
+            ("pause", cmd_pause, "stop dispatching a job type (persisted; submissions "
+             "are still accepted, running jobs finish)"),
+            ("resume", cmd_resume, "restart dispatching a paused job type")):
+        p = sub.add_parser(name, parents=[common], help=text.split(" (")[0],
+                           description=text[0].upper() + text[1:] + ".")
+        p.add_argument("type", metavar="TYPE")
         p.set_defaults(func=func)
-    for name, func, text in (("pause", cmd_pause, "stop dispatching a job type"),
-                             ("resume", cmd_resume, "restart dispatching a job type")):
-        p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("type")
-        p.set_defaults(func=func)
+    from gq.transfer import add_subcommands as add_transfer_commands
+    add_transfer_commands(sub, common)     # gq export / gq import
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help()
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     args.explicit = {"--data"} if any(a == "--data" or a.startswith("--data=")
                                       for a in argv) else set()
@@ -319,6 +479,12 @@ def main(argv=None) -> int:
     except BrokenPipeError:   # `gq list | head`: the reader left; not an error
         sys.stderr.close()
         return 0
+    except Exception as e:    # a bug or an environment problem: still one line
+        if os.environ.get(SHOW_TRACEBACK_ENV):
+            raise
+        print(f"gq {args.command}: unexpected {type(e).__name__}: {e} "
+              f"(set {SHOW_TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

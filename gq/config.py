@@ -24,6 +24,7 @@ CRASH_QUARANTINE_DEFAULT = 3            # worker deaths under one job before dea
 
 PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
+MAX_ATTEMPTS_LIMIT = 1_000_000          # stored as u32; more is never meant
 MAX_ID_LENGTH = 200                     # LMDB keys are at most 511 bytes
 MAX_TYPE_LENGTH = 200
 MAX_KEY_LENGTH = 400

@@ -6,7 +6,8 @@ One worker process: its own registry (`gq.metrics.REGISTRY`) is the answer.
 serves HTTP) must answer for all of them. We use prometheus-client's
 multi-process mode: every process writes its values to memory-mapped files of
 its own (`<kind>_<pid>.db`) in one directory per supervisor run,
-`<data dir>/metrics/<supervisor pid>/`, and a scrape sums the files (counters
+`<data dir>/metrics/<supervisor pid>/` (a PostgreSQL queue: under the temp dir),
+and a scrape sums the files (counters
 and histograms add up; gauges follow each metric's `multiprocess_mode`). A write
 is a store into a mapped page: nothing is lost when a child is killed, and no
 child does anything at scrape time.
@@ -55,11 +56,22 @@ def _remake_values(value_class) -> None:
     observe.forget_children()
 
 
-def enable_multiprocess(data_dir: str) -> str:
+def runs_base(location: str) -> str:
+    """Where run directories go: under the data dir, or (a PostgreSQL queue,
+    which has none) under the system's temp dir."""
+    from gq.store.opening import is_postgres
+
+    if is_postgres(location):
+        import tempfile
+        return os.path.join(tempfile.gettempdir(), f"gq-{RUNS_DIR}-{os.getuid()}")
+    return os.path.join(location, RUNS_DIR)
+
+
+def enable_multiprocess(location: str) -> str:
     """Supervisor, before forking: a fresh run directory, every gq metric's
     values in files there. Returns the directory."""
     global _run_dir
-    base = os.path.join(data_dir, RUNS_DIR)
+    base = runs_base(location)
     os.makedirs(base, exist_ok=True)
     _remove_dead_runs(base)
     run_dir = os.path.join(base, str(os.getpid()))

@@ -11,12 +11,15 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+import orjson
+
 from gq import observe
+from gq._core.plan import fast_specs, plain_spec
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
-from gq.store.lmdb import registry
-from gq.submission import check_batch, check_type, make_spec
+from gq.store import opening
+from gq.submission import check_batch, check_type, known_types, make_spec
 
 if TYPE_CHECKING:
     from gq.handlers import HandlerSpec
@@ -35,12 +38,13 @@ class Queue:
     """
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
+        # `path` may also be a postgresql:// URL: the PostgreSQL store (docs/backends.md).
         self.config = QueueConfig.from_kwargs(**options)
         self.path = os.fspath(path)
         if not self.path:
             raise ValidationError("the data dir path is empty")
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = opening.acquire(self.path, self.config)
         self._closed = False
         self.handlers: dict[str, "HandlerSpec"] = {}
 
@@ -71,8 +75,11 @@ class Queue:
         """`submit` for coroutines: concurrent callers share one commit (one fsync)."""
         store = self._live_store()
         now = time.time()
-        spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
-                         now=now, **job)
+        spec = None if job else plain_spec(type, payload, known_types(), orjson.dumps,
+                                           self.config.max_payload_bytes)
+        if spec is None:
+            spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
+                             now=now, **job)
         job_id = (await store.asubmit([spec], max_depth=self.config.max_depth, now=now))[0]
         observe.jobs_submitted(spec.type)
         return job_id
@@ -107,9 +114,13 @@ class Queue:
             raise ValidationError("submit_many takes a list of job mappings")
         now = time.time()
         limit = self.config.max_payload_bytes
-        specs = []
-        append = specs.append
-        for n, job in enumerate(jobs):
+        jobs = jobs if jobs.__class__ is list else list(jobs)
+        # Plain jobs take the compiled path; the rest (and every error) come here.
+        specs = fast_specs(jobs, known_types(), orjson.dumps, limit)
+        for n, spec in enumerate(specs):
+            if spec is not None:
+                continue
+            job = jobs[n]
             if job.__class__ is not dict and not isinstance(job, Mapping):
                 raise ValidationError(f"job #{n} of the batch is a {type(job).__name__}, "
                                       "not a mapping of submit arguments")
@@ -119,7 +130,7 @@ class Queue:
                     f"job #{n} of the batch has unknown field(s) {', '.join(sorted(unknown))}"
                     if unknown else f"job #{n} of the batch has no 'type'")
             try:
-                append(make_spec(max_payload_bytes=limit, now=now, **job))
+                specs[n] = make_spec(max_payload_bytes=limit, now=now, **job)
             except ValidationError as e:
                 e.args = (f"job #{n} of the batch: {e}",) + e.args[1:]
                 raise
@@ -234,7 +245,7 @@ class Queue:
         if os.getpid() == self._pid:
             return
         self._pid = os.getpid()
-        self._store = registry.acquire(self.path, self.config.map_size)
+        self._store = opening.acquire(self.path, self.config)
         self._closed = False
 
     @property
@@ -248,7 +259,7 @@ class Queue:
             return
         self._closed = True
         if os.getpid() == self._pid:
-            registry.release(self._store)
+            opening.release(self._store)
 
     def __enter__(self) -> "Queue":
         return self

@@ -84,10 +84,44 @@ def is_alive(data_dir: str, instance_id: str) -> bool:
     return False
 
 
+class _LockFiles:
+    """The liveness registry of an LMDB data dir: the lock files above."""
+
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+
+    def is_alive(self, instance_id: str) -> bool:
+        return is_alive(self.data_dir, instance_id)
+
+    def exited_cleanly(self, instance_id: str) -> bool:
+        return exited_cleanly(self.data_dir, instance_id)
+
+    def forget(self, instance_id: str) -> None:
+        try:
+            os.unlink(_lock_path(self.data_dir, instance_id))
+        except FileNotFoundError:
+            pass
+
+
+def _instances(store, data_dir: str):
+    """Where liveness is announced: a store shared across machines keeps its own
+    registry (PostgreSQL: heartbeat rows); otherwise lock files in the data dir."""
+    return getattr(store, "instances", None) or _LockFiles(data_dir)
+
+
+def announce(store, data_dir: str, instance_id: str):
+    """Announce `instance_id` alive until `.release()` (see Liveness)."""
+    registry = getattr(store, "instances", None)
+    if registry is not None:
+        return registry.announce(instance_id)
+    return Liveness(data_dir, instance_id)
+
+
 def recover(store, data_dir: str, *, now_wall: float | None = None,
             now_mono: float | None = None) -> list[str]:
     """Reclaim the running jobs of dead instances, and those whose lease ran out.
     Returns the reclaimed ids (each logged with its original worker)."""
+    instances = _instances(store, data_dir)
     now_wall = time.time() if now_wall is None else now_wall
     now_mono = time.monotonic() if now_mono is None else now_mono
     running = store.running_leases()          # [(job_id, owner, lease_deadline)]
@@ -97,7 +131,7 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
     dead_owners, expired = set(), []
     for job_id, owner, deadline in running:
         if owner not in alive:
-            alive[owner] = bool(owner) and is_alive(data_dir, owner)
+            alive[owner] = bool(owner) and instances.is_alive(owner)
         if not alive[owner]:
             dead_owners.add(owner)
         elif deadline and deadline < now_mono:
@@ -105,15 +139,12 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
     reclaimed = []
     for owner in sorted(dead_owners):
         ids = store.reclaim_owner(owner, now=now_wall,
-                                  crashed=not exited_cleanly(data_dir, owner))
+                                  crashed=not instances.exited_cleanly(owner))
         for job_id in ids:
             log.warning("reclaimed job %s from dead worker %s", job_id, owner,
                         extra={"job_id": job_id, "worker": owner})
         reclaimed += ids
-        try:
-            os.unlink(_lock_path(data_dir, owner))
-        except FileNotFoundError:
-            pass
+        instances.forget(owner)
     for job_id, owner in expired:
         if store.reclaim_expired(job_id, owner=owner, now=now_wall, now_mono=now_mono):
             log.warning("reclaimed job %s: the lease of worker %s expired (frozen or "

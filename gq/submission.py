@@ -15,34 +15,15 @@ from datetime import datetime
 
 import orjson
 
-from gq.config import (MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TYPE_LENGTH, PRIORITY_MAX,
-                       PRIORITY_MIN, check_duration, check_positive_int)
+from gq.config import (MAX_ATTEMPTS_LIMIT, MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TYPE_LENGTH,
+                       PRIORITY_MAX, PRIORITY_MIN, check_duration, check_positive_int)
+from gq._core.plan import JobSpec
 from gq.errors import CycleError, DuplicateJobId, PayloadTooLarge, ValidationError
 
 # Generated ids are "<store tag>-<seq>" in hex; callers may not choose ids of that
 # shape, so a generated id can never collide with a caller-chosen one.
 GENERATED_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{12}")
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class JobSpec:
-    """One validated job, ready for the store; the store assigns seq (and id)."""
-
-    __slots__ = ("id", "type", "payload", "priority", "run_at", "depends_on", "key",
-                 "max_attempts", "timeout", "lifetime")
-
-    def __init__(self, id, type, payload, priority, run_at, depends_on, key,
-                 max_attempts, timeout, lifetime):
-        self.id = id                    # str, or None for a generated id
-        self.type = type
-        self.payload = payload          # JSON bytes
-        self.priority = priority
-        self.run_at = run_at            # epoch seconds, or 0.0 for "now"
-        self.depends_on = depends_on    # tuple of ids
-        self.key = key                  # idempotency key or ""
-        self.max_attempts = max_attempts
-        self.timeout = timeout          # seconds or -1.0 (type / queue default)
-        self.lifetime = lifetime        # seconds or -1.0
 
 
 def _check_text(what: str, value, max_length: int) -> str:
@@ -67,6 +48,11 @@ def check_type(job_type) -> str:
     if len(_valid_types) < 10_000:
         _valid_types[job_type] = job_type
     return job_type
+
+
+def known_types() -> dict[str, str]:
+    """Job types already validated (for the compiled fast path of submit_many)."""
+    return _valid_types
 
 
 def check_job_id(job_id) -> str:
@@ -146,6 +132,9 @@ def make_spec(type, payload=None, *, priority=0, delay=None, run_at=None, depend
         key = _check_text("key", key, MAX_KEY_LENGTH)
     if max_attempts is not None:
         max_attempts = check_positive_int("max_attempts", max_attempts)
+        if max_attempts > MAX_ATTEMPTS_LIMIT:
+            raise ValidationError(
+                f"max_attempts {max_attempts:,} is too large; the limit is {MAX_ATTEMPTS_LIMIT:,}")
     if timeout is not None:
         timeout = check_duration("timeout", timeout)
     if lifetime is not None:

@@ -30,7 +30,8 @@ from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_i
 from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
 from gq.jobs import Category, JobError
 from gq.processes import EXIT_REPLACE, start_watchdog
-from gq.recovery import RECOVERY_INTERVAL, Liveness, recover
+from gq.claims import QuotaBook
+from gq.recovery import RECOVERY_INTERVAL, announce, recover
 from gq.retry import backoff_delay, should_retry
 from gq.threads import DaemonThreadPool
 
@@ -133,6 +134,8 @@ class Worker:
         self._outcome_writer: asyncio.Task | None = None
         self._doorbell = None          # this worker's wake-up socket (see serve)
         self._new_work = True          # the doorbell rang since the last heap refresh
+        self._pulls = False            # the store picks jobs by quota (PostgreSQL): no heap
+        self._quotas = QuotaBook()     # what claims in flight were promised (pull mode)
         self.completed = 0     # attempts recorded by this worker (all outcomes)
         # A child of `processes=N`: a handler that cannot be stopped ends the process
         # (the supervisor replaces it); see gq.processes.
@@ -167,6 +170,7 @@ class Worker:
             from gq.http import serve_worker_http
             self._http_server = await serve_worker_http(self)
         store = self.queue.store
+        self._pulls = getattr(store, "pulls", False)
         sock = self._doorbell = store.doorbell.listen(self.instance_id)
         loop.add_reader(sock.fileno(), self._on_doorbell, sock)
         if handle_signals:
@@ -174,7 +178,7 @@ class Worker:
                 loop.add_signal_handler(sig, self._begin_shutdown)
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
-        liveness = Liveness(self.queue.path, self.instance_id)
+        liveness = announce(store, self.queue.path, self.instance_id)
         reclaimed = recover(store, self.queue.path)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
@@ -259,33 +263,41 @@ class Worker:
             return
         visibility = self.queue.config.visibility_timeout
         try:
-            claimed = await store.aclaim([(c[0], c[3]) for c in candidates],
+            claimed = await store.aclaim(self._claim_args(candidates),
                                          owner=self.instance_id,
                                          lease_deadline=time.monotonic() + visibility,
                                          now=time.time())
         except GQError as e:      # the store failed: keep serving, try again later
             log.error("claim failed: %s", e)
-            for entry in candidates:
+            self._quotas.settle(candidates)
+            for entry in [] if self._pulls else candidates:
                 self._heap.push(*entry)
             return
         for record in claimed:
             self._start(record)
         self._recorder.flush(len(self._running))
-        if len(claimed) < len(candidates):
+        self._quotas.settle(candidates)
+        if len(claimed) < len(candidates) and not self._pulls:
             self._hold_back(candidates, claimed)
             self._wake.set()   # some were stale: look again at once
 
     def _refresh_heap(self, store) -> None:
         self._new_work = False
         handlers = self.queue.handlers
-        while True:
-            rows = store.ready_after(self._last_seen, READY_SCAN_LIMIT)
-            for seq, priority, job_type, job_id in rows:
-                if job_type in handlers:
-                    self._heap.push(job_id, job_type, priority, seq)
-            if rows:
-                self._last_seen = rows[-1][0]
-            if len(rows) < READY_SCAN_LIMIT:
+        push_ready_after = getattr(store, "push_ready_after", None)   # compiled fast path
+        while not self._pulls:
+            if push_ready_after is not None:
+                n, last = push_ready_after(self._heap, self._last_seen, READY_SCAN_LIMIT,
+                                           handlers)
+            else:
+                rows = store.ready_after(self._last_seen, READY_SCAN_LIMIT)
+                for seq, priority, job_type, job_id in rows:
+                    if job_type in handlers:
+                        self._heap.push(job_id, job_type, priority, seq)
+                n, last = len(rows), rows[-1][0] if rows else 0
+            if n:
+                self._last_seen = last
+            if n < READY_SCAN_LIMIT:
                 break
         paused = store.paused_types()
         if paused != self._paused_by_operator:
@@ -301,7 +313,10 @@ class Worker:
 
     def _pick(self, free: int) -> list:
         """Pop up to `free` runnable entries, honouring per-type limits (a type at
-        its limit is paused in the heap, so it costs nothing to skip)."""
+        its limit is paused in the heap, so it costs nothing to skip). A store
+        that picks jobs itself gets a quota instead (gq.claims)."""
+        if self._pulls:
+            return self._quotas.take(self.queue.handlers, self._running_by_type, free)
         picked = []
         handlers = self.queue.handlers
         counts = dict(self._running_by_type)
@@ -391,7 +406,7 @@ class Worker:
             try:
                 refused, claimed = await store.afinish_many_and_claim(
                     finishes, owner=self.instance_id, now=time.time(),
-                    candidates=[(c[0], c[3]) for c in candidates],
+                    candidates=self._claim_args(candidates),
                     lease_deadline=time.monotonic() + visibility)
             except GQError as e:
                 log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
@@ -414,9 +429,14 @@ class Worker:
                 self._recorder.completed(completed_by_type)
             for record in claimed:
                 self._start(record)
-            if len(claimed) < len(candidates):
+            self._quotas.settle(candidates)
+            if len(claimed) < len(candidates) and not self._pulls:
                 self._hold_back(candidates, claimed)
             self._recorder.flush(len(self._running))
+
+    def _claim_args(self, candidates):
+        """Heap entries as (id, ready_seq) pairs; a quota as it is."""
+        return candidates if self._pulls else [(c[0], c[3]) for c in candidates]
 
     def _hold_back(self, candidates, claimed) -> None:
         """Candidates a claim skipped because their type was paused in the

@@ -33,23 +33,6 @@ def test_parent_is_a_file(tmp_path):
         gq.Queue(str(tmp_path / "f" / "data"))
 
 
-@pytest.fixture
-def read_only_mount(tmp_path):
-    """A real read-only filesystem (as root, chmod cannot make a dir unwritable)."""
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root); read-only mount not testable")
-    try:
-        with gq.Queue(str(mnt / "data")) as q:
-            q.submit("a", {"kept": True}, id="before-ro")
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
-
-
 def test_read_only_mount(read_only_mount):
     with pytest.raises(gq.DataDirError, match="not writable"):
         gq.Queue(str(read_only_mount / "data"))

@@ -15,6 +15,9 @@ Four small modules, each a ``.pxd`` (declarations, cimportable) beside a ``.pyx`
 ``heap``
     ``ReadyHeap``: the in-memory mirror of ready jobs the dispatcher pops from,
     one binary heap per job type, priority first then FIFO.
+``feed``
+    ``push_ready_rows``: the store's ready-index rows parsed straight into a
+    ReadyHeap (a worker starting on a big store reads them all).
 
 Nothing here is public API: ``gq/__init__.py`` re-exports what users need.
 """

@@ -7,14 +7,42 @@ group-committed asubmit: measured at ~5 µs per job in Python, ~1 µs here
 layouts of gq/store/keys.py, which remains the reference for them.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 from gq._core.codec cimport JobRecord
 
 cdef enum:
     PENDING = 0
     SCHEDULED = 1
+
+
+@cython.final
+@cython.no_gc   # holds only str / bytes / tuples of str: no cycles to collect
+cdef class JobSpec:
+    """One validated job, ready for the store; the store assigns seq (and id).
+
+    Built by gq.submission.make_spec, which checks every value first; a
+    compiled class so that plan_rows reads its fields as C struct members.
+    """
+
+    def __init__(self, id, str type, bytes payload, priority, double run_at,
+                 tuple depends_on, str key, max_attempts, double timeout, double lifetime):
+        self.id = id                      # str, or None for a generated id
+        self.type = type
+        self.payload = payload            # JSON bytes
+        self.priority = priority
+        self.run_at = run_at              # epoch seconds, or 0.0 for "now"
+        self.depends_on = depends_on      # tuple of ids
+        self.key = key                    # idempotency key or ""
+        self.max_attempts = max_attempts  # 0: the type's / queue's default
+        self.timeout = timeout            # seconds, or -1.0: the type's / queue's default
+        self.lifetime = lifetime          # seconds, or -1.0
+
+    def __repr__(self):
+        return f"<JobSpec {self.type} id={self.id!r} priority={self.priority}>"
 
 
 cdef inline void _put_be64(char *p, uint64_t v) noexcept:
@@ -38,14 +66,42 @@ cdef inline bytes _prefixed_u64(char prefix, uint64_t v):
     return out
 
 
-cdef inline bytes _i32(int32_t v):
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4)
+cdef inline bytes _listing_key(bytes type_prefix, char state, uint64_t seq):
+    # type_prefix ("L" type "\0") + state byte + seq (u64 BE), as keys.listing_key
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(type_prefix)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n + 9)
     cdef char *p = PyBytes_AS_STRING(out)
-    cdef uint32_t u = <uint32_t>v
+    memcpy(p, PyBytes_AS_STRING(type_prefix), n)
+    p[n] = state
+    _put_be64(p + n + 1, seq)
+    return out
+
+
+cdef inline bytes _ready_value(int32_t priority, bytes type_prefix, bytes id_bytes):
+    # priority (i32 BE) + type "\0" + id, as keys.ready_value
+    cdef Py_ssize_t nt = PyBytes_GET_SIZE(type_prefix) - 1, ni = PyBytes_GET_SIZE(id_bytes)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4 + nt + ni)
+    cdef char *p = PyBytes_AS_STRING(out)
+    cdef uint32_t u = <uint32_t>priority
     p[0] = <char>(u >> 24)
     p[1] = <char>(u >> 16)
     p[2] = <char>(u >> 8)
     p[3] = <char>u
+    memcpy(p + 4, PyBytes_AS_STRING(type_prefix) + 1, nt)
+    memcpy(p + 4 + nt, PyBytes_AS_STRING(id_bytes), ni)
+    return out
+
+
+cdef bytes _generated_id(bytes tag, uint64_t seq):
+    # tag + "-" + seq as 12 lowercase hex digits, as f"{tag}-{seq:012x}"
+    cdef Py_ssize_t nt = PyBytes_GET_SIZE(tag), i
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, nt + 13)
+    cdef char *p = PyBytes_AS_STRING(out)
+    memcpy(p, PyBytes_AS_STRING(tag), nt)
+    p[nt] = b'-'
+    for i in range(12):
+        p[nt + 12 - i] = b"0123456789abcdef"[seq & 0xF]
+        seq >>= 4
     return out
 
 
@@ -63,7 +119,7 @@ cdef inline bytes _delayed_key(double run_at, uint64_t seq):
 def plan_rows(list specs, list unmet, uint64_t first_seq, str tag, double now,
               dict listing_prefixes, list jobs, list listing, list ready, list delayed,
               dict planned, dict counts):
-    """Number, encode and index `specs` (gq.submission.JobSpec objects).
+    """Number, encode and index `specs` (JobSpec objects).
 
     unmet[i]: the job waits on dependencies (it starts pending). Appends
     (key, value) rows to jobs / listing / ready / delayed, records each new id's
@@ -72,27 +128,36 @@ def plan_rows(list specs, list unmet, uint64_t first_seq, str tag, double now,
     cdef Py_ssize_t i, n = len(specs)
     cdef uint64_t seq
     cdef int state
-    cdef double run_at
     cdef bint due
+    cdef JobSpec spec
     cdef JobRecord rec
-    cdef bytes id_bytes, seq_bytes, type_prefix, state_byte
+    cdef bytes id_bytes, type_prefix
+    cdef bytes tag_bytes = tag.encode()
     cdef list ids = [None] * n
-    cdef tuple count_key
-    cdef bytes pending_byte = b"\x00", scheduled_byte = b"\x01"
+    # Counts are summed over runs of one (state, type): batches are mostly uniform.
+    cdef object run_type = None
+    cdef int run_state = -1
+    cdef Py_ssize_t run_length = 0
     for i in range(n):
-        spec = specs[i]
+        spec = <JobSpec?>specs[i]
         seq = first_seq + <uint64_t>i
-        job_id = spec.id
-        if job_id is None:
-            job_id = f"{tag}-{seq:012x}"
+        if spec.id is None:
+            if seq < (<uint64_t>1 << 48):
+                id_bytes = _generated_id(tag_bytes, seq)
+                job_id = id_bytes.decode("ascii")
+            else:
+                job_id = f"{tag}-{seq:012x}"
+                id_bytes = (<str>job_id).encode()
+        else:
+            job_id = spec.id
+            id_bytes = (<str>job_id).encode()
         job_type = spec.type
         type_prefix = listing_prefixes.get(job_type)
         if type_prefix is None:
             type_prefix = b"L" + (<str>job_type).encode() + b"\x00"
             listing_prefixes[job_type] = type_prefix
         state = PENDING if unmet[i] else SCHEDULED
-        run_at = spec.run_at
-        due = run_at <= now
+        due = spec.run_at <= now
 
         # Fields set directly (JobRecord's keyword constructor costs more than the
         # encoding); the values were validated by gq.submission, and the state is
@@ -110,7 +175,7 @@ def plan_rows(list specs, list unmet, uint64_t first_seq, str tag, double now,
         rec._ready_seq = seq if state == SCHEDULED and due else 0
         rec.created_at = now
         rec.updated_at = now
-        rec.run_at = run_at
+        rec.run_at = spec.run_at
         rec.started_at = 0.0
         rec.finished_at = 0.0
         rec.timeout = spec.timeout
@@ -122,19 +187,105 @@ def plan_rows(list specs, list unmet, uint64_t first_seq, str tag, double now,
         rec._depends_on = spec.depends_on
         rec._key = spec.key
         rec._lease_owner = ""
-        id_bytes = (<str>job_id).encode()
-        seq_bytes = _u64(seq)
         jobs.append((id_bytes, rec.encode()))
-        state_byte = scheduled_byte if state == SCHEDULED else pending_byte
-        listing.append((type_prefix + state_byte + seq_bytes, id_bytes))
+        listing.append((_listing_key(type_prefix, <char>state, seq), id_bytes))
         if state == SCHEDULED:
             if due:
                 ready.append((_prefixed_u64(b'r', seq),
-                              _i32(<int32_t>spec.priority) + type_prefix[1:] + id_bytes))
+                              _ready_value(spec.priority, type_prefix, id_bytes)))
             else:
-                delayed.append((_delayed_key(run_at, seq), id_bytes))
+                delayed.append((_delayed_key(spec.run_at, seq), id_bytes))
         planned[job_id] = state
-        count_key = (state, job_type)
-        counts[count_key] = counts.get(count_key, 0) + 1
+        if state != run_state or job_type is not run_type:
+            if run_length:
+                _add_count(counts, run_state, run_type, run_length)
+            run_state, run_type, run_length = state, job_type, 0
+        run_length += 1
         ids[i] = job_id
+    if run_length:
+        _add_count(counts, run_state, run_type, run_length)
     return ids
+
+
+cdef inline void _add_count(dict counts, int state, object job_type, Py_ssize_t n) except *:
+    key = (state, job_type)
+    counts[key] = counts.get(key, 0) + n
+
+
+cdef JobSpec _plain_spec(object job_type, object payload, long long priority, object dumps,
+                        Py_ssize_t max_payload_bytes):
+    """A JobSpec for a plain job whose type is known valid, or None when the
+    payload needs make_spec's checks (and its error message)."""
+    cdef bytes data
+    if priority < -2147483648 or priority > 2147483647:
+        return None
+    try:
+        data = dumps(payload)
+    except Exception:
+        return None
+    if PyBytes_GET_SIZE(data) > max_payload_bytes:
+        return None
+    cdef JobSpec spec = JobSpec.__new__(JobSpec)
+    spec.id = None
+    spec.type = job_type
+    spec.payload = data
+    spec.priority = <int32_t>priority
+    spec.run_at = 0.0
+    spec.depends_on = ()
+    spec.key = ""
+    spec.max_attempts = 0
+    spec.timeout = -1.0
+    spec.lifetime = -1.0
+    return spec
+
+
+def plain_spec(job_type, payload, dict known_types, object dumps, Py_ssize_t max_payload_bytes):
+    """`submit(job_type, payload)` with no other argument, when job_type is known
+    valid: its JobSpec, or None for gq.submission.make_spec to check."""
+    if type(job_type) is not str or job_type not in known_types:
+        return None
+    return _plain_spec(job_type, payload, 0, dumps, max_payload_bytes)
+
+
+def fast_specs(list jobs, dict known_types, object dumps, Py_ssize_t max_payload_bytes):
+    """The compiled fast path of gq.submission for the common job shape.
+
+    A job that is a dict with only "type" (already validated: in known_types),
+    "payload" (JSON-serialisable, within max_payload_bytes) and an int
+    "priority" becomes a JobSpec here; every other job comes back as None for
+    gq.submission.make_spec to check (and to word its error).
+    """
+    cdef Py_ssize_t i, n = len(jobs), found
+    cdef list out = [None] * n
+    cdef long long priority
+    for i in range(n):
+        job = jobs[i]
+        if type(job) is not dict:
+            continue
+        job_type = (<dict>job).get("type")
+        if job_type is None or type(job_type) is not str or job_type not in known_types:
+            continue
+        found = 1
+        payload = (<dict>job).get("payload", _MISSING)
+        if payload is _MISSING:
+            payload = None
+        else:
+            found += 1
+        prio = (<dict>job).get("priority", _MISSING)
+        if prio is _MISSING:
+            priority = 0
+        elif type(prio) is int:
+            found += 1
+            try:
+                priority = prio
+            except OverflowError:
+                continue
+        else:
+            continue
+        if found != len(<dict>job):
+            continue
+        out[i] = _plain_spec(job_type, payload, priority, dumps, max_payload_bytes)
+    return out
+
+
+cdef object _MISSING = object()

@@ -73,6 +73,10 @@ class Store(Protocol):
         (ready_seq, priority, type, id). A dispatcher that keeps the highest seq
         it has seen learns about new work from any process with one range read."""
 
+    # Optional fast path, used by the worker when present:
+    # push_ready_after(heap, seq, limit, handled) -> (rows read, last seq read)
+    # does ready_after() and pushes the rows of handled types into a ReadyHeap.
+
     def close(self) -> None:
         """Finish pending writes and release the store. Idempotent."""
 

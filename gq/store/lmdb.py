@@ -29,11 +29,13 @@ import logging
 import os
 import secrets
 import threading
+import time
 
 import lmdb
 
 from gq._core import states as S
 from gq._core.codec import FORMAT_VERSION, JobRecord, decode_record
+from gq._core.feed import push_ready_rows
 from gq._core.plan import plan_rows
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
@@ -83,7 +85,7 @@ class Batch:
 
     __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
                  "rows", "planned", "planned_keys", "ring", "_has_dependents", "_paused",
-                 "_jobs_cur", "_index_cur")
+                 "_jobs_cur", "_index_cur", "_plain")
 
     def __init__(self, store: "LMDBStore", txn):
         self.txn = txn
@@ -95,6 +97,9 @@ class Batch:
         self.rows: dict[str, list] = {name: [] for name in _PLANNED_TABLES}
         self.planned: dict[str, int] = {}       # id -> state of jobs planned, not written
         self.planned_keys: dict[str, str] = {}  # idempotency key -> planned job id
+        # Plain submissions (nothing to check against the store) wait here and are
+        # planned together, one compiled call per batch: [(specs, ids to fill)].
+        self._plain: list[tuple[list, list]] = []
         self.ring = False   # wake workers after commit: work became ready, or a cancel
         self._has_dependents: bool | None = None
         self._paused: frozenset | None = None
@@ -105,6 +110,8 @@ class Batch:
 
     # -- reads ----------------------------------------------------------------
     def load(self, job_id: str) -> JobRecord | None:
+        if self._plain:
+            self.plan_plain()
         if self.planned:
             self.write_planned()
         raw = self._jobs_cur.get(job_id.encode())
@@ -118,6 +125,8 @@ class Batch:
 
     def count(self, states) -> int:
         """Jobs in any of `states`, including this transaction's changes."""
+        if self._plain:
+            self.plan_plain()
         total = 0
         for counts in (self.store._read_counts(self.txn), self._count_deltas):
             for (state, _), n in counts.items():
@@ -176,6 +185,8 @@ class Batch:
         work as remove_indexes(old) + add_indexes(rec), without the copy."""
         old_state, old_ready_seq, old_run_at = rec.state, rec.ready_seq, rec.run_at
         rec.move_to(new_state)                 # InvalidTransition: nothing written yet
+        if self._plain:
+            self.plan_plain()
         if self.planned:                       # keep ready keys appended in seq order
             self.write_planned()
         self.wrote = True
@@ -230,6 +241,25 @@ class Batch:
                     bytes(cur.key()).startswith(K.DEPENDENTS)
         return self._has_dependents
 
+    def defer_plain(self, specs) -> list[str]:
+        """Take plain submissions (generated ids, no key, no dependencies, no
+        depth limit) to plan with the batch's others; returns their id list,
+        filled in before the batch commits."""
+        ids: list[str] = []
+        self._plain.append((specs, ids))
+        return ids
+
+    def plan_plain(self) -> None:
+        """Number, encode and index every deferred plain submission at once
+        (created now: after each caller's call, before any of them returns)."""
+        deferred, self._plain = self._plain, []
+        specs = [spec for op_specs, _ in deferred for spec in op_specs]
+        ids = plan_specs(self, specs, [False] * len(specs), time.time())
+        start = 0
+        for op_specs, op_ids in deferred:
+            op_ids.extend(ids[start:start + len(op_specs)])
+            start += len(op_specs)
+
     def write_planned(self) -> None:
         """Write the planned new jobs: one C-level putmulti per table."""
         txn, db, rows = self.txn, self.db, self.rows
@@ -253,6 +283,8 @@ class Batch:
 
     def flush(self) -> None:
         """Write planned jobs, the counter and the count deltas; once, before commit."""
+        if self._plain:
+            self.plan_plain()
         if self.planned:
             self.write_planned()
         txn, db = self.txn, self.db
@@ -644,6 +676,15 @@ class LMDBStore:
                     out.append((K.parse_ready_key(key), *K.parse_ready_value(value)))
         return out
 
+    def push_ready_after(self, heap, seq, limit, handled):
+        """ready_after straight into a ReadyHeap (rows of types in `handled` only),
+        parsed in the core: a worker's start on a big store reads the whole feed.
+        Returns (rows read, last seq read; 0 if none)."""
+        with self._read() as txn, txn.cursor(db=self._db["ready"]) as cur:
+            if not cur.set_range(K.ready_key(seq + 1)):
+                return 0, 0
+            return push_ready_rows(heap, cur.iternext(), handled, limit)
+
     # -- closing --------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
@@ -658,19 +699,43 @@ class LMDBStore:
         self._env.close()
 
 
+def plan_specs(b: Batch, specs, waits, now: float) -> list[str]:
+    """Number, encode and index new jobs into the batch's planned rows (the loop
+    is compiled: gq._core.plan); returns their ids."""
+    rows = b.rows
+    counts: dict[tuple[int, str], int] = {}
+    ids = plan_rows(specs, waits, b.take_seq(len(specs)), b.store.tag, now,
+                    b.store._listing_prefixes, rows["jobs"], rows["listing"],
+                    rows["ready"], rows["delayed"], b.planned, counts)
+    for (state, job_type), n in counts.items():
+        b.add_count(state, job_type, n)
+    return ids
+
+
 class _SubmitOp:
     """The write op of submit / submit_many: checks everything first, then plans
     the new jobs into the batch (written together with the other submits of the
     same group commit)."""
 
-    __slots__ = ("specs", "max_depth", "now")
+    __slots__ = ("specs", "max_depth", "now", "plain")
 
     def __init__(self, specs, max_depth, now):
         self.specs = specs
         self.max_depth = max_depth
         self.now = now
+        # Nothing to look up in the store: the batch plans these with its others.
+        if max_depth is not None:
+            self.plain = False
+        elif len(specs) == 1:
+            spec = specs[0]
+            self.plain = spec.id is None and not spec.key and not spec.depends_on
+        else:
+            self.plain = all(spec.id is None and not spec.key and not spec.depends_on
+                             for spec in specs)
 
     def __call__(self, b: Batch) -> list[str]:
+        if self.plain:
+            return b.defer_plain(self.specs)
         specs = self.specs
         results: list[str | None] = [None] * len(specs)
         fresh = []                         # (index, spec) of jobs to create
@@ -710,16 +775,10 @@ class _SubmitOp:
         return results
 
     def _plan(self, b: Batch, fresh, waits, results) -> None:
-        """Number, encode and index the new jobs (the loop is compiled:
-        gq._core.plan); dependents and idempotency keys are the rare extras."""
+        """Number, encode and index the new jobs; dependents and idempotency keys
+        are the rare extras."""
         rows = b.rows
-        specs = [spec for _, spec in fresh]
-        counts: dict[tuple[int, str], int] = {}
-        ids = plan_rows(specs, waits, b.take_seq(len(fresh)), b.store.tag, self.now,
-                        b.store._listing_prefixes, rows["jobs"], rows["listing"],
-                        rows["ready"], rows["delayed"], b.planned, counts)
-        for (state, job_type), n in counts.items():
-            b.add_count(state, job_type, n)
+        ids = plan_specs(b, [spec for _, spec in fresh], waits, self.now)
         for (i, spec), job_id, unmet in zip(fresh, ids, waits):
             results[i] = job_id
             if unmet:

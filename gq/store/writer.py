@@ -65,7 +65,10 @@ class GroupCommitWriter:
         # commits; it raises only if nothing of the batch was committed.
         self._run_batch = run_batch
         self._pending: collections.deque[_Op] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
+        # `with self._lock` (a C-level context manager) rather than `with self._cond`:
+        # the same lock, at a fraction of the cost on the per-op path.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closing = False
         self._leading = False    # a batch is being written (by a caller or the thread)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -89,7 +92,7 @@ class GroupCommitWriter:
 
     def _enqueue(self, op: _Op, may_lead: bool) -> bool:
         """Queue `op`; True if the caller must now lead a batch itself."""
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise GQError("the queue is closed")
             self._pending.append(op)
@@ -108,17 +111,17 @@ class GroupCommitWriter:
 
     def _lead(self) -> None:
         """Write one batch in the calling thread, then hand leadership back."""
-        with self._cond:
+        with self._lock:
             ops = self._take()
         self._write(ops)
-        with self._cond:
+        with self._lock:
             self._leading = False
             if self._pending or self._closing:
                 self._cond.notify()
 
     def close(self) -> None:
         """Finish every op already handed in, then stop the thread."""
-        with self._cond:
+        with self._lock:
             self._closing = True
             self._cond.notify()
         if self._thread is not threading.current_thread():
@@ -126,7 +129,7 @@ class GroupCommitWriter:
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while self._leading or not (self._pending or self._closing):
                     self._cond.wait()
                 if not self._pending:
@@ -134,7 +137,7 @@ class GroupCommitWriter:
                 self._leading = True
                 ops = self._take()
             self._write(ops)
-            with self._cond:
+            with self._lock:
                 self._leading = False
 
     def _write(self, ops) -> None:

@@ -1,6 +1,7 @@
 """The store contract: every Store backend must pass these, on a real store.
 
-Parametrised by backend (LMDB now; PostgreSQL joins the `store` fixture later).
+Parametrised by backend: LMDB in a temp dir, and PostgreSQL in a fresh schema
+of the server named by $GQ_TEST_POSTGRES (skipped outside CI without one).
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ def spec(job_type="t", payload=None, **kw):
     return make_spec(job_type, payload, max_payload_bytes=MiB, **kw)
 
 
-@pytest.fixture(params=["lmdb"])
-def open_store(request, tmp_path):
+@pytest.fixture
+def open_store(backend, request, tmp_path):
     opened = []
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
 
     def open_store():
-        store = LMDBStore(str(tmp_path / "store"), map_size=1 << 30)
+        if url is not None:
+            from gq.store.postgres import PostgresStore
+            store = PostgresStore(url)
+        else:
+            store = LMDBStore(str(tmp_path / "store"), map_size=1 << 30)
         opened.append(store)
         return store
 

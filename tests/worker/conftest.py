@@ -1,16 +1,33 @@
-"""Fixtures of the worker tests: queues on real LMDB data dirs, in-process workers
+"""Fixtures of the worker tests: queues on real stores (LMDB data dirs and, where
+a PostgreSQL server is configured, PostgreSQL schemas), in-process workers
 on asyncio or uvloop, and `gq worker` subprocesses, all cleaned up on teardown."""
 
 from __future__ import annotations
 
 import pytest
 
+import gq
 from worker_harness import InProcessWorker, WorkerProcess
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop_kind(request):
     return request.param
+
+
+@pytest.fixture
+def make_queue(location):
+    """make_queue(**options) -> a gq.Queue on this test's store (closed at teardown):
+    an LMDB data dir, or a fresh PostgreSQL schema (the `backend` parameter)."""
+    opened = []
+
+    def make(**options):
+        q = gq.Queue(location, **options)
+        opened.append(q)
+        return q
+    yield make
+    for q in reversed(opened):
+        q.close()
 
 
 @pytest.fixture

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from gq.check import check_store
 from worker_harness import wait_all
 
 MARKER = "corrupt-me-0123456789"
 
 
+@pytest.mark.lmdb_only("damages bytes of LMDB's data file; PostgreSQL keeps page "
+                       "checksums and its own recovery")
 def test_worker_survives_a_corrupted_record(make_queue, start_worker, caplog, flip_byte):
     q = make_queue()
     victim = q.submit("t", {"note": MARKER}, priority=9)    # first in line

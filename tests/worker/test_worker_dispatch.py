@@ -120,6 +120,8 @@ def test_priority_order_of_jobs_submitted_before_start(make_queue, start_worker)
     assert ran == expected_order(jobs)
 
 
+@pytest.mark.lmdb_only("waits on the worker's ready heap; a PostgreSQL worker keeps "
+                       "none (the database picks): test_worker_postgres_dispatch.py")
 def test_priority_order_after_resume(make_queue, start_worker):
     q = make_queue()
     ran = []
@@ -141,6 +143,8 @@ def test_priority_order_after_resume(make_queue, start_worker):
     assert ran == expected_order(jobs)
 
 
+@pytest.mark.lmdb_only("waits on the worker's ready heap; a PostgreSQL worker keeps "
+                       "none (the database picks): test_worker_postgres_dispatch.py")
 def test_higher_priority_submitted_later_overtakes_waiting_jobs(make_queue, start_worker):
     """Every job here is committed (submit returned) before the running one
     finishes, so the freed slot must go to the highest priority among them —

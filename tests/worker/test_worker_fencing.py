@@ -1,6 +1,6 @@
 """Completions are fenced by (owner, attempt): a worker that lost its lease — the
 job was cancelled, recovered, or re-run by another worker — cannot record an
-outcome afterwards. Store-level sequences on a real LMDB store, no worker loop.
+outcome afterwards. Store-level sequences on a real store of each backend, no worker loop.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ A, B = "worker-A", "worker-B"
 
 
 @pytest.fixture
-def q(data_dir):
-    queue = gq.Queue(data_dir)
+def q(location):
+    queue = gq.Queue(location)
     yield queue
     queue.close()
 

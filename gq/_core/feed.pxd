@@ -1,0 +1,1 @@
+# Loading the store's ready feed into a ReadyHeap (nothing to cimport).

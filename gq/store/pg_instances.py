@@ -1,0 +1,104 @@
+"""Worker liveness for the PostgreSQL store: heartbeat rows instead of file locks.
+
+Workers on different machines share no file system, so liveness is a row in
+`gq_instances` whose `heartbeat_at` a thread of the worker's process renews
+every `HEARTBEAT_EVERY` seconds. An instance whose heartbeat is older than
+`DEAD_AFTER` (by the database's clock, so machines' clocks may disagree) is
+dead, and any live worker reclaims its running jobs. A thread, not the event
+loop, beats: a handler that hogs the loop does not make its worker look dead;
+a frozen process (SIGSTOP, a stalled VM) does, after DEAD_AFTER, and its late
+completions are then refused by fencing.
+
+A graceful exit deletes the row, or marks it `clean_exit` when jobs were still
+leased (the shutdown timeout cut them off), so they are rescheduled without
+counting a crash — as the LMDB store's lock files do.
+
+The same thread does the store's housekeeping: folding count deltas together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+import psycopg
+
+log = logging.getLogger("gq.recovery")
+
+HEARTBEAT_EVERY = 1.0
+DEAD_AFTER = float(os.environ.get("GQ_POSTGRES_DEAD_AFTER", "10"))
+HOUSEKEEPING_EVERY = 10     # heartbeats between two count foldings
+
+
+class Instances:
+    """The liveness registry of one PostgreSQL store (used by gq.recovery)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def announce(self, instance_id: str) -> "Announcement":
+        return Announcement(self._store, instance_id)
+
+    def is_alive(self, instance_id: str) -> bool:
+        row = self._store._query_one(
+            "SELECT NOT clean_exit AND heartbeat_at > clock_timestamp() - "
+            "make_interval(secs => %s) FROM gq_instances WHERE id = %s",
+            (DEAD_AFTER, instance_id))
+        return bool(row and row[0])
+
+    def exited_cleanly(self, instance_id: str) -> bool:
+        row = self._store._query_one("SELECT clean_exit FROM gq_instances WHERE id = %s",
+                                     (instance_id,))
+        return bool(row and row[0])
+
+    def forget(self, instance_id: str) -> None:
+        self._store._execute("DELETE FROM gq_instances WHERE id = %s", (instance_id,))
+
+
+class Announcement:
+    """This process's heartbeat row for `instance_id`, renewed by a thread."""
+
+    def __init__(self, store, instance_id: str):
+        self._store = store
+        self.instance_id = instance_id
+        self._beat()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"gq-heartbeat:{instance_id}")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        # An upsert: an instance declared dead while frozen comes back to life
+        # (its old jobs were reclaimed; fencing refuses its late completions).
+        self._store._execute(
+            "INSERT INTO gq_instances (id, host, pid) VALUES (%s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = clock_timestamp(), "
+            "clean_exit = false", (self.instance_id, socket.gethostname(), os.getpid()))
+
+    def _run(self) -> None:
+        beats = 0
+        while not self._stop.wait(HEARTBEAT_EVERY):
+            try:
+                self._beat()
+                beats += 1
+                if beats % HOUSEKEEPING_EVERY == 0:
+                    self._store.fold_counts()
+            except psycopg.Error as e:
+                log.warning("heartbeat of %s failed: %s", self.instance_id, e)
+            except Exception as e:   # the store closed under us
+                log.debug("heartbeat thread ends: %s", e)
+                return
+
+    def release(self, leftover: bool = False) -> None:
+        """Exit after a graceful drain (see the module docstring)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        if leftover:
+            self._store._execute("UPDATE gq_instances SET clean_exit = true WHERE id = %s",
+                                 (self.instance_id,))
+        else:
+            self._store._execute("DELETE FROM gq_instances WHERE id = %s", (self.instance_id,))

@@ -1,0 +1,913 @@
+"""The PostgreSQL store: the same contract as the LMDB store, for queues shared by
+workers on many machines. Selected by a URL: `gq.Queue("postgresql://...")`.
+
+Schema: gq.store.pg_schema (versioned, created or migrated on open). A job is a
+row of `gq_jobs`, its fields columns, its payload bytea as given (byte-exact).
+
+How the contract maps onto PostgreSQL:
+
+- Writes go through the same group-commit writer as LMDB (gq.store.writer): the
+  ops waiting when a transaction starts share it, and the new jobs of every
+  submit op in it go in with ONE multi-row INSERT (unnest of arrays) when the
+  transaction flushes. Sequence numbers come from the database (`gq_seq`).
+- An op does its checks (SELECTs, with FOR SHARE / FOR UPDATE where another
+  session could change the answer before commit) before its first write, and
+  raises a GQError there: a refused op leaves nothing behind. A transaction
+  aborted by the server (a unique violation from a concurrent submit, a
+  deadlock) is re-run op by op, each up to RETRIES times.
+- Claims: `FOR UPDATE SKIP LOCKED`, best priority then ready order, served by
+  the gq_jobs_claim index. Workers on a PostgreSQL store ask for a quota
+  (gq.claims.ClaimQuota) instead of naming candidates: the database picks.
+- Fencing: every completing UPDATE has `state = running AND attempts = <attempt>
+  AND lease_owner = <owner>` in its WHERE; no row updated means LeaseLost.
+- Wake-ups: NOTIFY in the committing transaction (gq.store.pg_wake LISTENs).
+- Liveness: heartbeat rows (gq.store.pg_instances), not file locks.
+- Leases: the protocol passes lease deadlines on the caller's monotonic clock,
+  which means nothing on another machine; the store keeps the remaining time
+  added to the database's clock (`lease_deadline` of a record read from this
+  store is database epoch seconds) and converts back in running_leases().
+- Idempotency keys: a unique index over the keys of unfinished jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import secrets
+import threading
+import time
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from gq._core import states as S
+from gq._core.codec import JobRecord
+from gq.claims import ClaimQuota
+from gq.config import CRASH_QUARANTINE_DEFAULT
+from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition, JobNotFound,
+                       LeaseLost, NotRetriable, PersistenceError, QueueFull, StorageFull,
+                       UnknownDependency, ValidationError)
+from gq.jobs import Category, JobError
+from gq.store.opening import shown
+from gq.store.pg_instances import Instances
+from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
+from gq.store.pg_wake import ListenDoorbell
+from gq.store.records import restore_record
+from gq.store.writer import GroupCommitWriter
+
+log = logging.getLogger("gq.store")
+
+RETRIES = 3            # re-runs of an op whose transaction the server aborted
+POOL_SIZE = 8          # read connections per store
+FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
+_SEP = chr(31)         # joins dependency ids for unnest (ids never hold control chars)
+
+_FIELDS = ("id", "type", "state", "priority", "attempts", "max_attempts", "crashes", "seq",
+           "coalesce({}ready_seq, 0)", "created_at", "updated_at", "run_at", "started_at",
+           "finished_at", "timeout", "lifetime", "lease_deadline", "lease_owner", "payload",
+           "result", "error", "extra", "depends_on", "coalesce({}key, '')")
+# The select list of a record (to_record's order), plain and for an alias `j`.
+COLUMNS = ", ".join(f.format("") if "{}" in f else f for f in _FIELDS)
+J_COLUMNS = ", ".join(f.format("j.") if "{}" in f else "j." + f for f in _FIELDS)
+
+_ACTIVE = (S.PENDING, S.SCHEDULED)
+PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return shown(url)
+
+
+def to_record(row) -> JobRecord:
+    (job_id, job_type, state, priority, attempts, max_attempts, crashes, seq, ready_seq,
+     created_at, updated_at, run_at, started_at, finished_at, timeout, lifetime,
+     lease_deadline, lease_owner, payload, result, error, extra, depends_on, key) = row
+    return restore_record(
+        job_id, job_type, bytes(payload), state, priority=priority, attempts=attempts,
+        max_attempts=max_attempts, crashes=crashes, seq=seq, ready_seq=ready_seq,
+        created_at=created_at, updated_at=updated_at, run_at=run_at, started_at=started_at,
+        finished_at=finished_at, timeout=timeout, lifetime=lifetime,
+        lease_deadline=lease_deadline, result=bytes(result), error=bytes(error),
+        extra=bytes(extra), depends_on=depends_on, key=key, lease_owner=lease_owner)
+
+
+def _remaining(lease_deadline: float):
+    """A monotonic lease deadline as seconds from now (None: no deadline)."""
+    return None if not lease_deadline else lease_deadline - time.monotonic()
+
+
+# The lease deadline column: the database clock plus the remaining seconds.
+_LEASE_SQL = "coalesce(extract(epoch FROM clock_timestamp())::float8 + %(remaining)s, 0)"
+
+
+class _Planned:
+    """One new job of a transaction, written at flush. `slots` are the places in
+    callers' result lists that get its id (an idempotency key can fold several
+    specs of one transaction into one job)."""
+
+    __slots__ = ("spec", "state", "slots", "id", "now")
+
+    def __init__(self, spec, state, now):
+        self.spec = spec
+        self.state = state
+        self.now = now
+        self.slots: list = []
+        self.id = spec.id
+
+
+class _Tx:
+    """One transaction of the group-commit writer and the state its ops share."""
+
+    def __init__(self, store: "PostgresStore", conn):
+        self.store = store
+        self.conn = conn
+        self.cur = conn.cursor()
+        self.wrote = False
+        self.ring = False
+        self.planned: list[_Planned] = []
+        self.planned_ids: dict[str, _Planned] = {}
+        self.planned_keys: dict[str, _Planned] = {}
+        self.planned_dependents: list[tuple[str, _Planned]] = []
+
+    # -- reading --------------------------------------------------------------
+    def rows(self, query, params=None):
+        if self.planned:
+            self.write_planned()
+        return self.cur.execute(query, params).fetchall()
+
+    def load(self, job_id: str, lock: bool = False) -> JobRecord | None:
+        rows = self.rows(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s"
+                         + (" FOR UPDATE" if lock else ""), (job_id,))
+        return to_record(rows[0]) if rows else None
+
+    def load_existing(self, job_id: str, lock: bool = False) -> JobRecord:
+        rec = self.load(job_id, lock)
+        if rec is None:
+            raise JobNotFound(job_id)
+        return rec
+
+    # -- writing (only after every check of the op passed) -----------------------
+    def write(self, query, params=None):
+        if self.planned:
+            self.write_planned()
+        self.wrote = True
+        return self.cur.execute(query, params)
+
+    def write_planned(self) -> None:
+        planned, self.planned = self.planned, []
+        self.wrote = True
+        cur, tag = self.cur, self.store.tag
+        seqs = [r[0] for r in cur.execute(
+            "SELECT nextval('gq_seq') FROM generate_series(1, %s)", (len(planned),))]
+        cols = [[] for _ in range(13)]
+        for p, seq in zip(planned, seqs):
+            spec = p.spec
+            if p.id is None:
+                p.id = f"{tag}-{seq:012x}"
+            for results, i in p.slots:
+                results[i] = p.id
+            due = p.state == S.SCHEDULED and spec.run_at <= p.now
+            for col, value in zip(cols, (
+                    p.id, spec.type, p.state, spec.priority, spec.max_attempts, seq, due,
+                    p.now, spec.run_at, spec.timeout, spec.lifetime, spec.payload,
+                    _SEP.join(spec.depends_on))):
+                col.append(value)
+            if due:
+                self.ring = True
+        keys = [p.spec.key for p in planned]
+        cur.execute(
+            "INSERT INTO gq_jobs (id, type, state, priority, max_attempts, seq, ready_seq, "
+            "created_at, updated_at, run_at, timeout, lifetime, payload, depends_on, key) "
+            "SELECT i, t, s, p, m, q, CASE WHEN r THEN q END, c, c, ra, tm, lt, pl, "
+            "string_to_array(d, chr(31)), NULLIF(k, '') FROM unnest("
+            "%s::text[], %s::text[], %s::int2[], %s::int4[], %s::int4[], %s::int8[], "
+            "%s::bool[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::bytea[], "
+            "%s::text[], %s::text[]) AS u(i, t, s, p, m, q, r, c, ra, tm, lt, pl, d, k)",
+            (*cols, keys))
+        self.planned_ids.clear()
+        self.planned_keys.clear()
+        if self.planned_dependents:
+            deps, self.planned_dependents = self.planned_dependents, []
+            cur.execute("INSERT INTO gq_dependents (dependency, dependent) "
+                        "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                        ([d for d, _ in deps], [p.id for _, p in deps]))
+
+    def flush(self) -> None:
+        if self.planned:
+            self.write_planned()
+        if self.ring:
+            self.cur.execute("SELECT pg_notify(%s, '')", (self.store.channel,))
+
+
+class PostgresStore:
+    """A Store (gq.store.base) on a PostgreSQL database; see the module docstring."""
+
+    pulls = True   # workers claim by quota: the database picks the jobs
+
+    def __init__(self, url: str):
+        self.path = url
+        try:
+            self._prepare(url)
+            self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
+                                        kwargs={"autocommit": True},
+                                        name=f"gq:{self.channel}", timeout=30.0)
+        except psycopg.Error as e:
+            raise DataDirError(f"cannot open the PostgreSQL store at {redact(url)}: "
+                               f"{str(e).strip()}") from None
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self.doorbell = ListenDoorbell(url, self.channel)
+        self.instances = Instances(self)
+        self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{self.channel}")
+        self._closed = False
+
+    # -- opening ----------------------------------------------------------------
+    def _prepare(self, url: str) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                raise DataDirError(f"the PostgreSQL store at {redact(url)} has no schema to "
+                                   "live in: the search_path names no existing schema")
+            self.schema = schema
+            self.channel = f"gq:{schema}"
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                             (f"gq-migrate:{schema}",))
+                exists = conn.execute("SELECT to_regclass(quote_ident(current_schema()) "
+                                      "|| '.gq_meta')").fetchone()[0]
+                version = 0
+                if exists:
+                    row = conn.execute("SELECT value FROM gq_meta WHERE key = "
+                                       "'schema_version'").fetchone()
+                    version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise DataDirError(
+                        f"the PostgreSQL store at {redact(url)} has gq schema version "
+                        f"{version}; this gq knows up to {SCHEMA_VERSION}. Use the gq "
+                        "version that wrote it")
+                for step in range(version, SCHEMA_VERSION):
+                    log.info("migrating the PostgreSQL store in schema %s to version %d",
+                             schema, step + 1)
+                    conn.execute(MIGRATIONS[step])
+                if version == 0:
+                    conn.execute("INSERT INTO gq_meta VALUES ('tag', %s)",
+                                 (secrets.token_hex(4),))
+                conn.execute("INSERT INTO gq_meta VALUES ('schema_version', %s) ON CONFLICT "
+                             "(key) DO UPDATE SET value = excluded.value",
+                             (str(SCHEMA_VERSION),))
+                self.tag = conn.execute("SELECT value FROM gq_meta WHERE key = 'tag'"
+                                        ).fetchone()[0]
+
+    # -- the writer's side --------------------------------------------------------
+    def _writer_conn(self):
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            conn = self._conn = psycopg.connect(self.path, autocommit=False)
+        return conn
+
+    def _run_batch(self, ops) -> None:
+        try:
+            self._commit(ops)
+            return
+        except _PartialWrite:
+            pass
+        except Exception as e:
+            if len(ops) == 1 and not _retriable(e):
+                ops[0].result, ops[0].error = None, self._translate(e)
+                return
+        # Aborted as a whole: each op in its own transaction, retried while the
+        # server aborts it for a conflict with another session.
+        for op in ops:
+            for attempt in range(RETRIES):
+                try:
+                    self._commit([op])
+                    break
+                except _PartialWrite as e:
+                    op.result, op.error = None, e.__cause__
+                    break
+                except Exception as e:
+                    op.result, op.error = None, self._translate(e)
+                    if not _retriable(e):
+                        break
+
+    def _commit(self, ops) -> None:
+        with self._conn_lock:
+            conn = self._writer_conn()
+            try:
+                with conn.transaction():
+                    tx = _Tx(self, conn)
+                    for op in ops:
+                        tx.wrote = False
+                        try:
+                            op.result, op.error = op.fn(tx), None
+                        except GQError as e:
+                            if tx.wrote:
+                                raise _PartialWrite() from e
+                            op.result, op.error = None, e
+                    tx.flush()
+            except psycopg.OperationalError:
+                conn.close()   # a broken session is reopened by the next batch
+                raise
+        if tx.ring:
+            self.doorbell.ring()   # this process's workers, without the round trip
+
+    def _translate(self, e: Exception) -> Exception:
+        if isinstance(e, GQError):
+            return e
+        if isinstance(e, pg_errors.DiskFull):
+            return StorageFull(f"the PostgreSQL server of {redact(self.path)} is out of "
+                               "disk space; nothing was written")
+        if isinstance(e, pg_errors.UniqueViolation):
+            return DuplicateJobId(f"a concurrent submit stored the same job id or "
+                                  f"idempotency key first: {str(e).strip()}")
+        return PersistenceError(f"PostgreSQL write failed at {redact(self.path)}: "
+                                f"{str(e).strip()}")
+
+    def _write(self, fn):
+        self._check_open()
+        return self._writer.call(fn)
+
+    async def _awrite(self, fn):
+        self._check_open()
+        return await self._writer.acall(fn, asyncio.get_running_loop())
+
+    # -- reads (a pooled session each, autocommit) ----------------------------------
+    def _query(self, query, params=None):
+        self._check_open()
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(query, params).fetchall()
+        except psycopg.Error as e:
+            raise PersistenceError(f"PostgreSQL read failed at {redact(self.path)}: "
+                                   f"{str(e).strip()}") from None
+
+    def _query_one(self, query, params=None):
+        rows = self._query(query, params)
+        return rows[0] if rows else None
+
+    def _execute(self, query, params=None) -> None:
+        self._check_open()
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(query, params)
+        except psycopg.Error as e:
+            raise PersistenceError(f"PostgreSQL write failed at {redact(self.path)}: "
+                                   f"{str(e).strip()}") from None
+
+    def get(self, job_id):
+        rows = self._query(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s", (job_id,))
+        return to_record(rows[0]) if rows else None
+
+    def list(self, *, state=None, type=None, limit=100):
+        if type is not None and state is not None:
+            where, order, params = "type = %s AND state = %s", "seq", (type, state)
+        elif type is not None:
+            where, order, params = "type = %s", "state, seq", (type,)
+        elif state is not None:
+            where, order, params = "state = %s", "seq", (state,)
+        else:
+            where, order, params = "true", "id", ()
+        rows = self._query(f"SELECT {COLUMNS} FROM gq_jobs WHERE {where} ORDER BY {order} "
+                           "LIMIT %s", (*params, limit))
+        return [to_record(r) for r in rows]
+
+    def counts(self):
+        rows = self._query("SELECT state, type, sum(n)::int8, count(*) FROM gq_counts "
+                           "GROUP BY 1, 2")
+        if sum(r[3] for r in rows) > FOLD_COUNTS_ABOVE:
+            self.fold_counts()
+        return {(state, job_type): n for state, job_type, n, _ in rows if n}
+
+    def fold_counts(self) -> None:
+        """Sum the count deltas into one row per (state, type) (housekeeping)."""
+        self._execute("WITH gone AS (DELETE FROM gq_counts RETURNING state, type, n) "
+                      "INSERT INTO gq_counts SELECT state, type, sum(n) FROM gone "
+                      "GROUP BY 1, 2 HAVING sum(n) <> 0")
+
+    def paused_types(self):
+        return frozenset(r[0] for r in self._query("SELECT type FROM gq_paused"))
+
+    def ready_after(self, seq, limit):
+        """Ready jobs by ready seq. Unlike LMDB's, this is no gap-free change feed:
+        concurrent transactions commit out of seq order, which is why workers on
+        this store claim by quota instead (see gq.claims)."""
+        return [tuple(r) for r in self._query(
+            "SELECT ready_seq, priority, type, id FROM gq_jobs WHERE ready_seq > %s "
+            "ORDER BY ready_seq LIMIT %s", (seq, limit))]
+
+    def next_due(self):
+        row = self._query_one("SELECT min(run_at) FROM gq_jobs "
+                              "WHERE state = 1 AND ready_seq IS NULL")
+        return row[0] if row else None
+
+    def states_of(self, job_ids):
+        rows = self._query("SELECT id, state, attempts, lease_owner FROM gq_jobs "
+                           "WHERE id = ANY(%s)", (list(job_ids),))
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def running_leases(self):
+        """(id, owner, lease deadline on this process's monotonic clock)."""
+        rows = self._query("SELECT id, lease_owner, lease_deadline, "
+                           "extract(epoch FROM clock_timestamp())::float8 "
+                           "FROM gq_jobs WHERE state = 2")
+        mono = time.monotonic()
+        return [(job_id, owner, mono + (deadline - db_now) if deadline else 0.0)
+                for job_id, owner, deadline, db_now in rows]
+
+    # -- writes -----------------------------------------------------------------------
+    def submit(self, specs, *, max_depth=None, now):
+        return self._write(_SubmitOp(specs, max_depth, now))
+
+    async def asubmit(self, specs, *, max_depth=None, now):
+        return await self._awrite(_SubmitOp(specs, max_depth, now))
+
+    def cancel(self, job_id, *, now):
+        def op(tx: _Tx):
+            rec = tx.load_existing(job_id, lock=True)
+            S.check_transition(rec.state, S.CANCELLED, job_id)
+            if rec.state == S.RUNNING:
+                tx.ring = True   # its worker must stop the handler
+            return to_record(tx.write(
+                f"UPDATE gq_jobs j SET state = 6, ready_seq = NULL, finished_at = %s, "
+                f"updated_at = %s WHERE id = %s RETURNING {J_COLUMNS}",
+                (now, now, job_id)).fetchone())
+        return self._write(op)
+
+    def retry(self, job_id, *, now):
+        def op(tx: _Tx):
+            rec = tx.load_existing(job_id, lock=True)
+            if rec.state == S.FAILED:
+                raise NotRetriable(job_id)
+            if rec.state != S.DEAD_LETTER:
+                raise InvalidTransition(S.STATE_NAMES[rec.state], "scheduled", job_id)
+            tx.ring = True
+            return to_record(tx.write(
+                f"UPDATE gq_jobs j SET state = 1, ready_seq = nextval('gq_seq'), attempts = 0, "
+                f"crashes = 0, run_at = 0, finished_at = 0, updated_at = %s WHERE id = %s "
+                f"RETURNING {J_COLUMNS}", (now, job_id)).fetchone())
+        return self._write(op)
+
+    def set_paused(self, job_type, paused):
+        def op(tx: _Tx):
+            tx.ring = True   # workers re-read the paused types at once
+            if paused:
+                tx.write("INSERT INTO gq_paused VALUES (%s) ON CONFLICT DO NOTHING",
+                         (job_type,))
+            else:
+                tx.write("DELETE FROM gq_paused WHERE type = %s", (job_type,))
+        self._write(op)
+
+    def claim(self, candidates, *, owner, lease_deadline, now):
+        """scheduled -> running. `candidates`: (id, ready_seq) pairs (those still
+        ready as named are claimed), or a ClaimQuota (the best ready jobs)."""
+        return self._write(functools.partial(_claim, candidates, owner, lease_deadline, now))
+
+    async def aclaim(self, candidates, *, owner, lease_deadline, now):
+        return await self._awrite(functools.partial(_claim, candidates, owner,
+                                                    lease_deadline, now))
+
+    def finish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
+               run_at=0.0):
+        def op(tx: _Tx):
+            refused, done = _finish_many(tx, [(job_id, attempt, state, result, error, run_at)],
+                                         owner, now)
+            if refused:
+                raise refused[job_id]
+            return done[0]
+        return self._write(op)
+
+    async def afinish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
+                      run_at=0.0):
+        def op(tx: _Tx):
+            refused, done = _finish_many(tx, [(job_id, attempt, state, result, error, run_at)],
+                                         owner, now)
+            if refused:
+                raise refused[job_id]
+            return done[0]
+        return await self._awrite(op)
+
+    async def afinish_many_and_claim(self, finishes, *, owner, now, candidates=(),
+                                     lease_deadline=0.0):
+        def op(tx: _Tx):
+            refused, _ = _finish_many(tx, finishes, owner, now)
+            claimed = _claim(candidates, owner, lease_deadline, now, tx) \
+                if len(candidates) else []
+            return refused, claimed
+        return await self._awrite(op)
+
+    def extend(self, leases, *, owner, lease_deadline):
+        return self._write(functools.partial(_extend, leases, owner, lease_deadline))
+
+    async def aextend(self, leases, *, owner, lease_deadline):
+        return await self._awrite(functools.partial(_extend, leases, owner, lease_deadline))
+
+    def promote_due(self, *, now, limit=1000):
+        return self._write(functools.partial(_promote_due, now, limit))
+
+    async def apromote_due(self, *, now, limit=1000):
+        return await self._awrite(functools.partial(_promote_due, now, limit))
+
+    def reclaim_owner(self, owner, *, now, crashed=True,
+                      quarantine_after=CRASH_QUARANTINE_DEFAULT):
+        return self._write(functools.partial(_reclaim_owner, owner, now, crashed,
+                                             quarantine_after))
+
+    def reclaim_expired(self, job_id, *, owner, now, now_mono):
+        """One running job whose lease has passed `now_mono` (this process's
+        monotonic clock, turned into the database's) -> scheduled."""
+        def op(tx: _Tx):
+            rows = tx.write(
+                "UPDATE gq_jobs SET state = 1, ready_seq = nextval('gq_seq'), lease_owner = '', "
+                "lease_deadline = 0, run_at = 0, updated_at = %s WHERE id = %s AND state = 2 "
+                "AND lease_owner = %s AND lease_deadline > 0 AND lease_deadline < "
+                "extract(epoch FROM clock_timestamp())::float8 + %s RETURNING id",
+                (now, job_id, owner, now_mono - time.monotonic())).fetchall()
+            tx.ring = tx.ring or bool(rows)
+            return bool(rows)
+        return self._write(op)
+
+    def purge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
+        return self._write(functools.partial(_purge, now - older_than, limit))
+
+    async def apurge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
+        return await self._awrite(functools.partial(_purge, now - older_than, limit))
+
+    # -- moving between stores (gq export / gq import) -----------------------------
+    def insert_records(self, records, *, now: float) -> None:
+        """Store moved-in records as they are (state, attempts, crashes, result...)
+        with fresh seqs in the given order; all of them or none (DuplicateJobId).
+        A scheduled job that is due becomes ready. See gq.transfer."""
+        records = list(records)
+
+        def op(tx: _Tx):
+            ids = [rec.id for rec in records]
+            taken = tx.rows("SELECT id FROM gq_jobs WHERE id = ANY(%s) LIMIT 1", (ids,))
+            if taken:
+                raise DuplicateJobId(f"job id {taken[0][0]!r} is already used by a stored job")
+            seqs = [r[0] for r in tx.rows(
+                "SELECT nextval('gq_seq') FROM generate_series(1, %s)", (len(records),))]
+            for rec, seq in zip(records, seqs):
+                ready = rec.state == S.SCHEDULED and rec.run_at <= now
+                tx.write(
+                    "INSERT INTO gq_jobs (id, type, state, priority, attempts, max_attempts, "
+                    "crashes, seq, ready_seq, created_at, updated_at, run_at, started_at, "
+                    "finished_at, timeout, lifetime, payload, result, error, extra, "
+                    "depends_on, key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s, %s, %s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''))",
+                    (rec.id, rec.type, rec.state, rec.priority, rec.attempts, rec.max_attempts,
+                     rec.crashes, seq, seq if ready else None, rec.created_at, now,
+                     rec.run_at, rec.started_at, rec.finished_at, rec.timeout, rec.lifetime,
+                     rec.payload, rec.result, rec.error, rec.extra, list(rec.depends_on),
+                     rec.key))
+                if rec.state == S.PENDING and rec.depends_on:
+                    tx.write("INSERT INTO gq_dependents SELECT d, %s FROM unnest(%s::text[]) d "
+                             "ON CONFLICT DO NOTHING", (rec.id, list(rec.depends_on)))
+                tx.ring = tx.ring or ready
+        self._write(op)
+
+    # -- closing ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GQError(f"the queue at {redact(self.path)} is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._writer.close()
+        self._closed = True
+        self.doorbell.close()
+        self._pool.close()
+        with self._conn_lock:
+            if self._conn is not None:
+                self._conn.close()
+
+
+class _PartialWrite(Exception):
+    """An op raised a GQError after it had written: its transaction must go."""
+
+
+def _retriable(e: Exception) -> bool:
+    """Aborted by a conflict with another session: running it again may pass."""
+    return isinstance(e, (pg_errors.UniqueViolation, pg_errors.DeadlockDetected,
+                          pg_errors.SerializationFailure))
+
+
+class _SubmitOp:
+    """The write op of submit / submit_many: every check first, then the new jobs
+    are planned into the transaction (one multi-row INSERT for all its submits)."""
+
+    __slots__ = ("specs", "max_depth", "now")
+
+    def __init__(self, specs, max_depth, now):
+        self.specs = specs
+        self.max_depth = max_depth
+        self.now = now
+
+    def __call__(self, tx: _Tx) -> list[str]:
+        specs = self.specs
+        results: list = [None] * len(specs)
+        fresh = []                              # (index, spec) of jobs to create
+        key_creator: dict[str, int] = {}
+        folded = []                             # (index, creator index)
+        keys = [s.key for s in specs if s.key and s.key not in tx.planned_keys]
+        owners = dict(tx.rows("SELECT key, id FROM gq_jobs WHERE key = ANY(%s) "
+                              "AND state IN (0, 1, 2)", (keys,))) if keys else {}
+        named = [s.id for s in specs if s.id is not None]
+        taken = {r[0] for r in tx.rows("SELECT id FROM gq_jobs WHERE id = ANY(%s)",
+                                       (named,))} if named else set()
+        shares: list[tuple[int, _Planned]] = []
+        for i, spec in enumerate(specs):
+            if spec.key:
+                if spec.key in key_creator:
+                    folded.append((i, key_creator[spec.key]))
+                    continue
+                if spec.key in tx.planned_keys:
+                    shares.append((i, tx.planned_keys[spec.key]))
+                    continue
+                if spec.key in owners:
+                    results[i] = owners[spec.key]
+                    continue
+                key_creator[spec.key] = i
+            if spec.id is not None and (spec.id in taken or spec.id in tx.planned_ids):
+                raise DuplicateJobId(f"job id {spec.id!r} is already used by a stored job")
+            fresh.append((i, spec))
+        waits = _check_dependencies(tx, specs, fresh)
+        if self.max_depth is not None and fresh:
+            # One depth check at a time per store: the limit holds across processes.
+            tx.rows("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    (f"gq-depth:{tx.store.schema}",))
+            depth = tx.rows("SELECT coalesce(sum(n), 0)::int8 FROM gq_counts "
+                            "WHERE state IN (0, 1)")[0][0]
+            depth += sum(1 for p in tx.planned if p.state in _ACTIVE)
+            if depth + len(fresh) > self.max_depth:
+                raise QueueFull(
+                    f"the queue holds {depth:,} unfinished jobs (pending + scheduled) and "
+                    f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
+                    "Retry later or add workers")
+        # plan (nothing below raises a GQError)
+        by_index: dict[int, _Planned] = {}
+        for (i, spec), unmet in zip(fresh, waits):
+            p = _Planned(spec, S.PENDING if unmet else S.SCHEDULED, self.now)
+            p.slots.append((results, i))
+            tx.planned.append(p)
+            by_index[i] = p
+            if spec.id is not None:
+                tx.planned_ids[spec.id] = p
+            if spec.key:
+                tx.planned_keys[spec.key] = p
+            if unmet:
+                tx.planned_dependents.extend((dep, p) for dep in spec.depends_on)
+        for i, creator in folded:
+            if creator in by_index:
+                by_index[creator].slots.append((results, i))
+            else:
+                results[i] = results[creator]
+        for i, p in shares:
+            p.slots.append((results, i))
+        return results
+
+
+def _check_dependencies(tx: _Tx, specs, fresh) -> list[bool]:
+    """Whether each fresh job waits (some dependency not completed). Stored
+    dependencies are read FOR SHARE: their completion (an UPDATE) then waits for
+    this commit, and releases the dependents this transaction adds."""
+    if not any(spec.depends_on for _, spec in fresh):
+        return [False] * len(fresh)
+    batch_ids = {s.id for s in specs if s.id is not None}
+    created = {spec.id for _, spec in fresh if spec.id is not None}
+    wanted = sorted({d for _, s in fresh for d in s.depends_on
+                     if d not in created and d not in tx.planned_ids})
+    stored = dict(tx.rows("SELECT id, state FROM gq_jobs WHERE id = ANY(%s) ORDER BY id "
+                          "FOR SHARE", (wanted,))) if wanted else {}
+    waits = []
+    for i, spec in fresh:
+        unmet = False
+        for dep in spec.depends_on:
+            if dep in created or dep in tx.planned_ids:
+                unmet = True
+                continue
+            if dep in batch_ids:
+                raise ValidationError(
+                    f"a job depends on {dep!r}, which the batch did not create because "
+                    "its idempotency key matched an existing job; depend on that job instead")
+            if dep not in stored:
+                raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
+            unmet = unmet or stored[dep] != S.COMPLETED
+        waits.append(unmet)
+    return waits
+
+
+# -- the worker's write ops -----------------------------------------------------------
+
+_CLAIM_UPDATE = (
+    "UPDATE gq_jobs j SET state = 2, attempts = j.attempts + 1, lease_owner = %(owner)s, "
+    f"lease_deadline = {_LEASE_SQL}, started_at = %(now)s, updated_at = %(now)s, "
+    f"ready_seq = NULL FROM picked WHERE j.id = picked.id RETURNING {J_COLUMNS}")
+
+_CLAIM_BEST = (
+    "WITH picked AS ("
+    " SELECT c.id FROM (SELECT * FROM unnest(%(types)s::text[], %(caps)s::int4[]) AS q(type, cap)"
+    "  WHERE NOT EXISTS (SELECT 1 FROM gq_paused p WHERE p.type = q.type)) q"
+    " CROSS JOIN LATERAL (SELECT id, priority, ready_seq FROM gq_jobs"
+    "  WHERE type = q.type AND ready_seq IS NOT NULL ORDER BY priority DESC, ready_seq"
+    "  LIMIT q.cap FOR UPDATE SKIP LOCKED) c"
+    " ORDER BY c.priority DESC, c.ready_seq LIMIT %(n)s) " + _CLAIM_UPDATE)
+
+_CLAIM_NAMED = (
+    "WITH picked AS ("
+    " SELECT j.id FROM gq_jobs j JOIN unnest(%(ids)s::text[], %(seqs)s::int8[]) AS c(id, rs)"
+    "  ON j.id = c.id AND j.ready_seq = c.rs"
+    " WHERE NOT EXISTS (SELECT 1 FROM gq_paused p WHERE p.type = j.type)"
+    " FOR UPDATE OF j SKIP LOCKED) " + _CLAIM_UPDATE)
+
+
+def _claim(candidates, owner, lease_deadline, now, tx: _Tx):
+    params = {"owner": owner, "now": now, "remaining": _remaining(lease_deadline)}
+    if isinstance(candidates, ClaimQuota):
+        if not candidates.n or not candidates.caps:
+            return []
+        types = sorted(candidates.caps)
+        params.update(types=types, n=candidates.n,
+                      caps=[candidates.caps[t] or candidates.n for t in types])
+        rows = tx.write(_CLAIM_BEST, params).fetchall()
+    else:
+        candidates = list(candidates)
+        if not candidates:
+            return []
+        params.update(ids=[c[0] for c in candidates], seqs=[c[1] for c in candidates])
+        rows = tx.write(_CLAIM_NAMED, params).fetchall()
+    return [to_record(r) for r in rows]
+
+
+def _finish_many(tx: _Tx, finishes, owner, now):
+    """Record outcomes, fenced by (state, attempt, owner) in the UPDATE's WHERE.
+    Returns ({job_id: LeaseLost | JobNotFound} refused, finished records)."""
+    finishes = list(finishes)
+    if not finishes:
+        return {}, []
+    for job_id, _, state, *_ in finishes:
+        S.check_transition(S.RUNNING, state, job_id)   # a caller's bug: before any write
+    cols = list(zip(*finishes))
+    rows = tx.write(
+        "UPDATE gq_jobs j SET state = f.state, "
+        " ready_seq = CASE WHEN f.state = 1 AND f.run_at <= %(now)s THEN nextval('gq_seq') END,"
+        " lease_owner = '', lease_deadline = 0,"
+        " result = CASE WHEN f.state = 3 THEN f.result ELSE j.result END,"
+        " error = CASE WHEN f.state = 3 THEN ''::bytea ELSE f.error END,"
+        " run_at = CASE WHEN f.state = 1 THEN f.run_at ELSE j.run_at END,"
+        " finished_at = CASE WHEN f.state IN (3, 4, 5) THEN %(now)s ELSE j.finished_at END,"
+        " updated_at = %(now)s "
+        "FROM unnest(%(ids)s::text[], %(attempts)s::int4[], %(states)s::int2[], "
+        " %(results)s::bytea[], %(errors)s::bytea[], %(run_ats)s::float8[]) "
+        " AS f(id, attempt, state, result, error, run_at) "
+        "WHERE j.id = f.id AND j.state = 2 AND j.attempts = f.attempt "
+        f" AND j.lease_owner = %(owner)s RETURNING {J_COLUMNS}",
+        {"now": now, "owner": owner, "ids": list(cols[0]), "attempts": list(cols[1]),
+         "states": list(cols[2]), "results": [bytes(r) for r in cols[3]],
+         "errors": [bytes(e) for e in cols[4]], "run_ats": list(cols[5])}).fetchall()
+    done = [to_record(r) for r in rows]
+    refused = {}
+    if len(done) < len(finishes):
+        got = {rec.id for rec in done}
+        missing = {f[0]: f[1] for f in finishes if f[0] not in got}
+        now_states = {r[0]: (r[1], r[2]) for r in tx.rows(
+            "SELECT id, state, attempts FROM gq_jobs WHERE id = ANY(%s)", (list(missing),))}
+        for job_id, attempt in missing.items():
+            if job_id not in now_states:
+                refused[job_id] = JobNotFound(job_id)
+            else:
+                state, attempts = now_states[job_id]
+                refused[job_id] = LeaseLost(job_id, attempt, S.STATE_NAMES[state], attempts)
+    if any(rec.ready_seq for rec in done):
+        tx.ring = True
+    completed = [rec.id for rec in done if rec.state == S.COMPLETED]
+    if completed:
+        _release_dependents(tx, completed, now)
+    return refused, done
+
+
+def _release_dependents(tx: _Tx, completed: list[str], now: float) -> None:
+    """Pending dependents whose dependencies are now all completed -> scheduled.
+    Each dependent row is locked first (in id order: no deadlocks), so of two
+    transactions completing its last two dependencies the second one, reading
+    after the first committed, sees both completed."""
+    waiting = sorted({r[0] for r in tx.write(
+        "DELETE FROM gq_dependents WHERE dependency = ANY(%s) RETURNING dependent",
+        (completed,)).fetchall()})
+    if not waiting:
+        return
+    tx.write("SELECT id FROM gq_jobs WHERE id = ANY(%s) AND state = 0 ORDER BY id FOR UPDATE",
+             (waiting,))
+    released = tx.write(
+        "UPDATE gq_jobs j SET state = 1, updated_at = %s, "
+        " ready_seq = CASE WHEN j.run_at <= %s THEN nextval('gq_seq') END "
+        "WHERE j.id = ANY(%s) AND j.state = 0 AND (SELECT count(*) FROM gq_jobs p "
+        " WHERE p.id = ANY(j.depends_on) AND p.state = 3) = cardinality(j.depends_on) "
+        "RETURNING j.ready_seq", (now, now, waiting)).fetchall()
+    if any(r[0] for r in released):
+        tx.ring = True
+
+
+def _extend(leases, owner, lease_deadline, tx: _Tx):
+    leases = list(leases)
+    if not leases:
+        return []
+    kept = {r[0] for r in tx.write(
+        f"UPDATE gq_jobs j SET lease_deadline = {_LEASE_SQL} "
+        "FROM unnest(%(ids)s::text[], %(attempts)s::int4[]) AS l(id, attempt) "
+        "WHERE j.id = l.id AND j.state = 2 AND j.attempts = l.attempt "
+        "AND j.lease_owner = %(owner)s RETURNING j.id",
+        {"remaining": _remaining(lease_deadline), "owner": owner,
+         "ids": [x[0] for x in leases], "attempts": [x[1] for x in leases]}).fetchall()}
+    return [job_id for job_id, _ in leases if job_id not in kept]
+
+
+def _promote_due(now, limit, tx: _Tx) -> int:
+    rows = tx.write(
+        "WITH due AS (SELECT id, run_at, seq FROM gq_jobs WHERE state = 1 AND ready_seq IS NULL"
+        " AND run_at <= %s ORDER BY run_at, seq LIMIT %s FOR UPDATE SKIP LOCKED),"
+        " numbered AS (SELECT id, nextval('gq_seq') AS rs FROM"
+        "  (SELECT id FROM due ORDER BY run_at, seq) o) "
+        "UPDATE gq_jobs j SET ready_seq = numbered.rs, updated_at = %s FROM numbered "
+        "WHERE j.id = numbered.id RETURNING j.id", (now, limit, now)).fetchall()
+    tx.ring = tx.ring or bool(rows)
+    return len(rows)
+
+
+def _reclaim_owner(owner, now, crashed, quarantine_after, tx: _Tx):
+    rows = tx.rows("SELECT id, crashes, attempts FROM gq_jobs WHERE state = 2 AND "
+                   "lease_owner = %s ORDER BY id FOR UPDATE", (owner,))
+    for job_id, crashes, attempts in rows:
+        crashes += 1 if crashed else 0
+        if crashed and crashes >= quarantine_after:
+            error = JobError(Category.SYSTEM,
+                             f"quarantined: its worker process died while running it "
+                             f"{crashes} times (it keeps killing its worker); fix the "
+                             "handler or the payload, then `gq retry` it",
+                             None, attempts).to_json()
+            tx.write("UPDATE gq_jobs SET state = 5, lease_owner = '', lease_deadline = 0, "
+                     "crashes = %s, error = %s, finished_at = %s, updated_at = %s "
+                     "WHERE id = %s", (crashes, error, now, now, job_id))
+        else:
+            tx.write("UPDATE gq_jobs SET state = 1, ready_seq = nextval('gq_seq'), "
+                     "lease_owner = '', lease_deadline = 0, run_at = 0, crashes = %s, "
+                     "updated_at = %s WHERE id = %s", (crashes, now, job_id))
+            tx.ring = True
+    return [r[0] for r in rows]
+
+
+def _purge(cutoff, limit, tx: _Tx) -> int:
+    ids = [r[0] for r in tx.write(
+        "DELETE FROM gq_jobs WHERE id IN (SELECT id FROM gq_jobs WHERE state IN (3, 4, 6) "
+        "AND finished_at > 0 AND finished_at <= %s LIMIT %s) RETURNING id",
+        (cutoff, limit)).fetchall()]
+    if ids:
+        tx.write("DELETE FROM gq_dependents WHERE dependent = ANY(%s)", (ids,))
+    return len(ids)
+
+
+# -- one store per (process, URL) ------------------------------------------------------
+
+class _Registry:
+    """Queues on one URL in one process share a store (one pool, one writer).
+    A forked child opens its own; the parent's sessions must never be touched
+    there, not even closed (that would end them for the parent too), so the
+    child keeps its copies referenced and unused."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stores: dict[str, list] = {}
+        self._inherited: list = []
+        os.register_at_fork(after_in_child=self._forget_after_fork)
+
+    def acquire(self, url: str) -> PostgresStore:
+        with self._lock:
+            entry = self._stores.get(url)
+            if entry is None:
+                entry = self._stores[url] = [PostgresStore(url), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, store: PostgresStore) -> None:
+        with self._lock:
+            entry = self._stores.get(store.path)
+            if entry is None or entry[0] is not store:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._stores[store.path]
+                store.close()
+
+    def _forget_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._inherited.append(self._stores)
+        self._stores = {}
+
+
+registry = _Registry()

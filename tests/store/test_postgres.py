@@ -1,0 +1,233 @@
+"""What the PostgreSQL store adds to the contract: sessions of one database
+acting at once (as processes on different machines would), the schema version,
+wake-ups by NOTIFY, liveness by heartbeat rows, and priority order picked by
+the database. Every test runs on a fresh schema of the server named by
+$GQ_TEST_POSTGRES (skipped without one, outside CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import threading
+import time
+
+import psycopg
+import pytest
+
+import gq
+from gq._core import states as S
+from gq.claims import ClaimQuota
+from gq.errors import DataDirError
+from gq.recovery import announce, recover
+from gq.store import pg_instances
+from gq.store.postgres import PostgresStore
+from gq.submission import make_spec
+
+
+def spec(job_type="t", payload=None, **kw):
+    return make_spec(job_type, payload, max_payload_bytes=1 << 20, **kw)
+
+
+@pytest.fixture
+def stores(postgres_url):
+    """stores(n) -> n independent stores on one schema: separate pools, writers
+    and sessions, like n processes."""
+    opened = []
+
+    def open_stores(n):
+        new = [PostgresStore(postgres_url) for _ in range(n)]
+        opened.extend(new)
+        return new
+    yield open_stores
+    for store in opened:
+        store.close()
+
+
+def claim_all(store, owner, n=50):
+    return store.claim(ClaimQuota(n, {"t": None}), owner=owner,
+                       lease_deadline=time.monotonic() + 60, now=time.time())
+
+
+def test_concurrent_claims_never_hand_out_a_job_twice(stores):
+    a, b, c = stores(3)
+    ids = a.submit([spec(payload=i) for i in range(300)], max_depth=None, now=time.time())
+    got: dict[str, list[str]] = {}
+
+    def drain(store, owner):
+        got[owner] = []
+        while True:
+            claimed = claim_all(store, owner, 7)
+            if not claimed:
+                return
+            got[owner] += [r.id for r in claimed]
+
+    threads = [threading.Thread(target=drain, args=(s, f"w{i}")) for i, s in enumerate((a, b, c))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [jid for owned in got.values() for jid in owned]
+    assert sorted(everything) == sorted(ids)          # each exactly once
+    assert all(got.values()), {k: len(v) for k, v in got.items()}
+
+
+def test_claims_follow_priority_then_ready_order(stores):
+    (store,) = stores(1)
+    ids = store.submit([spec(payload=i, priority=p) for i, p in enumerate([0, 5, 0, 9, 5])],
+                       max_depth=None, now=time.time())
+    order = [claim_all(store, "w", 1)[0].id for _ in ids]
+    assert order == [ids[3], ids[1], ids[4], ids[0], ids[2]]
+
+
+def test_quota_caps_per_type_and_skips_paused_types(stores):
+    (store,) = stores(1)
+    store.submit([spec("a", i) for i in range(5)] + [spec("b", i, priority=1) for i in range(5)]
+                 + [spec("c", i, priority=2) for i in range(5)], max_depth=None, now=time.time())
+    store.set_paused("c", True)
+    claimed = store.claim(ClaimQuota(6, {"a": None, "b": 2, "c": None}), owner="w",
+                          lease_deadline=0.0, now=time.time())
+    assert sorted(r.type for r in claimed) == ["a"] * 4 + ["b"] * 2
+
+
+def test_one_idempotency_key_from_racing_sessions_makes_one_job(stores):
+    racers = stores(4)
+    results = []
+    barrier = threading.Barrier(len(racers))
+
+    def submit(store):
+        barrier.wait()
+        results.append(store.submit([spec(key="order:7")], max_depth=None, now=time.time())[0])
+
+    threads = [threading.Thread(target=submit, args=(s,)) for s in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and len(set(results)) == 1
+    assert racers[0].counts() == {(S.SCHEDULED, "t"): 1}
+
+
+def test_dependent_released_when_its_two_dependencies_complete_at_once(stores):
+    for _ in range(5):
+        a, b = stores(2)
+        p1, p2, child = a.submit([spec(id=f"p1-{_}"), spec(id=f"p2-{_}"),
+                                  spec(depends_on=[f"p1-{_}", f"p2-{_}"])],
+                                 max_depth=None, now=time.time())
+        r1 = a.claim([(p1, a.get(p1).ready_seq)], owner="A", lease_deadline=0.0, now=time.time())
+        r2 = b.claim([(p2, b.get(p2).ready_seq)], owner="B", lease_deadline=0.0, now=time.time())
+        barrier = threading.Barrier(2)
+
+        def finish(store, rec, owner):
+            barrier.wait()
+            store.finish(rec.id, attempt=1, owner=owner, state=S.COMPLETED, now=time.time())
+
+        threads = [threading.Thread(target=finish, args=(a, r1[0], "A")),
+                   threading.Thread(target=finish, args=(b, r2[0], "B"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert a.get(child).state == S.SCHEDULED and a.get(child).ready_seq
+
+
+def test_depth_limit_holds_across_sessions(stores):
+    racers = stores(4)
+    accepted = []
+
+    def submit(store):
+        for _ in range(10):
+            try:
+                store.submit([spec()], max_depth=25, now=time.time())
+                accepted.append(1)
+            except gq.QueueFull:
+                pass
+
+    threads = [threading.Thread(target=submit, args=(s,)) for s in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(accepted) == 25
+    assert racers[0].counts() == {(S.SCHEDULED, "t"): 25}
+
+
+def test_a_newer_schema_version_is_refused(postgres_url):
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE gq_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(DataDirError, match="schema version 99"):
+        PostgresStore(postgres_url)
+
+
+def test_unreachable_server_is_one_clear_error():
+    with pytest.raises(DataDirError, match="cannot open the PostgreSQL store"):
+        PostgresStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_a_commit_in_another_session_rings_the_doorbell(stores):
+    listener, writer = stores(2)
+    sock = listener.doorbell.listen("w")
+    try:
+        while select.select([sock], [], [], 0.2)[0]:
+            sock.recv(64)                             # the ring of LISTEN's start
+        writer.submit([spec()], max_depth=None, now=time.time())
+        assert select.select([sock], [], [], 5.0)[0], "no wake-up within 5 s"
+    finally:
+        listener.doorbell.unlisten(sock)
+
+
+def test_heartbeat_liveness_and_reclaim_of_a_silent_instance(stores, postgres_url):
+    (store,) = stores(1)
+    jid = store.submit([spec()], max_depth=None, now=time.time())[0]
+    alive = announce(store, "unused", "node-a")
+    claim_all(store, "node-a")
+    assert store.instances.is_alive("node-a")
+    assert recover(store, "unused") == []            # alive: left alone
+    alive._stop.set()
+    alive._thread.join()                             # it stops beating (frozen or killed)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE gq_instances SET heartbeat_at = clock_timestamp() - "
+                     "make_interval(secs => %s)", (pg_instances.DEAD_AFTER + 1,))
+    assert not store.instances.is_alive("node-a")
+    assert recover(store, "unused") == [jid]
+    rec = store.get(jid)
+    assert (rec.state, rec.crashes, rec.lease_owner) == (S.SCHEDULED, 1, "")
+
+
+def test_graceful_exit_with_leftovers_is_not_a_crash(stores):
+    (store,) = stores(1)
+    jid = store.submit([spec()], max_depth=None, now=time.time())[0]
+    alive = announce(store, "unused", "node-b")
+    claim_all(store, "node-b")
+    alive.release(leftover=True)
+    assert store.instances.exited_cleanly("node-b")
+    assert recover(store, "unused") == [jid]
+    assert store.get(jid).crashes == 0
+    assert not store.instances.exited_cleanly("node-b")   # the row is gone
+
+
+def test_lease_deadlines_use_the_database_clock(stores):
+    (store,) = stores(1)
+    jid = store.submit([spec()], max_depth=None, now=time.time())[0]
+    store.claim(ClaimQuota(1, {"t": None}), owner="frozen",
+                lease_deadline=time.monotonic() - 1, now=time.time())
+    alive = announce(store, "unused", "frozen")
+    try:
+        (_, owner, deadline), = store.running_leases()
+        assert owner == "frozen" and deadline < time.monotonic()
+        assert recover(store, "unused") == [jid]     # alive, but its lease ran out
+    finally:
+        alive.release()
+
+
+def test_asubmit_from_many_coroutines_shares_transactions(stores):
+    (store,) = stores(1)
+
+    async def main():
+        return await asyncio.gather(*(store.asubmit([spec(payload=i)], now=time.time())
+                                      for i in range(500)))
+    ids = [r[0] for r in asyncio.run(main())]
+    assert len(set(ids)) == 500
+    seqs = [store.get(i).seq for i in ids[:5]]
+    assert seqs == sorted(seqs)
