@@ -2,9 +2,9 @@
 
 aiohttp, served on the worker's own event loop (one worker process), or on a
 thread of the supervisor with `processes=N` (the children do the work; the
-supervisor answers for all of them). Handlers never block the loop on a write:
-submits go through `Queue.asubmit` (group commit with concurrent callers), other
-writes run on a thread. Reads are short LMDB read transactions.
+supervisor answers for all of them). Handlers never block the loop on the store:
+submits go through `Queue.asubmit` (group commit with concurrent callers); every
+other store call runs on a thread (a PostgreSQL read is a network round trip).
 
 Errors are JSON, {"error": <gq error class>, "message": <its message>}, with the
 status of the table below. `/v1/*` wants `Authorization: Bearer <token>` when a
@@ -93,12 +93,10 @@ class Api:
     """The endpoints, over one gq.Queue."""
 
     def __init__(self, queue, *, token: str | None = None,
-                 not_ready: Callable[[], str | None] | None = None,
-                 metrics: Callable[[], tuple[bytes, str]] | None = None):
+                 not_ready: Callable[[], str | None] | None = None):
         self.queue = queue
         self._token = token.encode() if token else None
         self._not_ready = not_ready
-        self._metrics = metrics
         # the payload's own limit is checked exactly by submit; this bounds what is
         # read at all (pretty-printed JSON can be larger than its compact form)
         self.body_limit = queue.config.max_payload_bytes * 2 + BODY_MARGIN
@@ -148,6 +146,10 @@ class Api:
                 raise
             return _json({"error": exc.reason.replace(" ", ""), "message": exc.text or
                           exc.reason}, exc.status)
+        except Exception as exc:   # a bug: say so in JSON, keep the traceback in the log
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            return _json({"error": "InternalError",
+                          "message": f"{type(exc).__name__}: {exc}"}, 500)
 
     # -- probes and metrics ----------------------------------------------------------
     async def healthz(self, request):
@@ -156,7 +158,7 @@ class Api:
     async def readyz(self, request):
         reason = self._not_ready() if self._not_ready else None
         if reason is None:
-            ready, why = self.queue.readiness()
+            ready, why = await asyncio.to_thread(self.queue.readiness)
             if not ready:
                 reason = why
         if reason is not None:
@@ -166,8 +168,8 @@ class Api:
     async def metrics(self, request):
         from gq import metrics_export
 
-        store = self.queue.store
-        body, content_type = (self._metrics or metrics_export.exposition)(store.counts)
+        body, content_type = await asyncio.to_thread(metrics_export.exposition,
+                                                     self.queue.store.counts)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def dashboard(self, request):
@@ -197,7 +199,8 @@ class Api:
         return _json({"id": job_id}, 201)
 
     async def get_job(self, request):
-        return _json(_info(self.queue.get(request.match_info["id"])))
+        info = await asyncio.to_thread(self.queue.get, request.match_info["id"])
+        return _json(info.as_dict())
 
     async def list_jobs(self, request):
         state = request.query.get("state") or None
@@ -205,28 +208,28 @@ class Api:
         limit = _limit(request, 100)
         jobs = await asyncio.to_thread(self.queue.list, state=state, type=job_type,
                                        limit=limit)
-        return _json([_info(j) for j in jobs])
+        return _json([j.as_dict() for j in jobs])
 
     async def cancel(self, request):
         info = await asyncio.to_thread(self.queue.cancel, request.match_info["id"])
-        return _json(_info(info))
+        return _json(info.as_dict())
 
     async def retry(self, request):
         info = await asyncio.to_thread(self.queue.retry, request.match_info["id"])
-        return _json(_info(info))
+        return _json(info.as_dict())
 
     async def stats(self, request):
-        return _json(self.queue.stats())
+        return _json(await asyncio.to_thread(self.queue.stats))
 
     async def pause(self, request):
         job_type = request.match_info["type"]
         await asyncio.to_thread(self.queue.pause, job_type)
-        return _json({"paused": sorted(self.queue.paused())})
+        return _json({"paused": sorted(await asyncio.to_thread(self.queue.paused))})
 
     async def resume(self, request):
         job_type = request.match_info["type"]
         await asyncio.to_thread(self.queue.resume, job_type)
-        return _json({"paused": sorted(self.queue.paused())})
+        return _json({"paused": sorted(await asyncio.to_thread(self.queue.paused))})
 
     async def failures(self, request):
         """The latest failed attempts: failed, dead_letter, and scheduled jobs
@@ -311,10 +314,6 @@ def _parse_time(text: str) -> datetime:
     except ValueError:
         raise E.ValidationError(f"run_at {text!r} is neither epoch seconds nor an ISO 8601 "
                                 "time with a zone (e.g. 2030-01-01T09:00:00+00:00)") from None
-
-
-def _info(job) -> dict:
-    return job.as_dict()
 
 
 def _summary(job) -> dict:

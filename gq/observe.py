@@ -5,8 +5,8 @@ a few microseconds; more on a busy machine) per job. So a worker records into a
 `WorkerRecorder` of its own — appends to two lists — and flushes it once per
 dispatch turn or committed batch: each histogram gets one increment per bucket
 hit and one for its sum, completions one increment per type, and the busy-slot
-gauges are set when they changed, at most every GAUGE_INTERVAL (and on the
-next turn after, which comes within the worker's 1 s poll).
+gauges are set when they changed, at most every GAUGE_INTERVAL (a change that
+comes sooner is set by a timer when the interval has passed).
 
 Labelled children are looked up once per label set and cached (`labels()`
 hashes and locks on every call). `forget_children()` drops the cache;
@@ -16,6 +16,7 @@ gq.metrics_export calls it whenever the metric values move to new storage
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
 
@@ -82,14 +83,16 @@ def observe_many(histogram_child, values) -> None:
 class WorkerRecorder:
     """One worker's metrics, gathered on its event loop and flushed in batches."""
 
-    __slots__ = ("slots", "_waits", "_runs", "_busy", "_busy_at")
+    __slots__ = ("slots", "_waits", "_runs", "_busy", "_busy_at", "_latest", "_timer")
 
     def __init__(self, slots: int):
         self.slots = slots
         self._waits: list[float] = []
         self._runs: list[tuple[str, float]] = []
-        self._busy = -1
+        self._busy = -1           # what the gauges show
         self._busy_at = 0.0
+        self._latest = 0          # the latest count handed to flush()
+        self._timer = None        # a deferred gauge update, if one is due
 
     def started(self, record) -> None:
         """A job just claimed: its queue wait, from when it could run (submit or
@@ -118,9 +121,19 @@ class WorkerRecorder:
                 by_type.setdefault(job_type, []).append(seconds)
             for job_type, values in by_type.items():
                 observe_many(_child(M.EXECUTION, job_type), values)
-        if busy != self._busy:
-            now = time.monotonic()
-            if force or now - self._busy_at >= GAUGE_INTERVAL:
-                self._busy, self._busy_at = busy, now
-                M.WORKERS_ACTIVE.set(busy)
-                M.WORKER_UTILIZATION.set(busy / self.slots)
+        self._latest = busy
+        if busy == self._busy:
+            return
+        wait = GAUGE_INTERVAL - (time.monotonic() - self._busy_at)
+        if force or wait <= 0:
+            self._set_gauges()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._set_gauges)
+
+    def _set_gauges(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._busy, self._busy_at = self._latest, time.monotonic()
+        M.WORKERS_ACTIVE.set(self._busy)
+        M.WORKER_UTILIZATION.set(self._busy / self.slots)

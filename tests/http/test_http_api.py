@@ -306,3 +306,25 @@ def test_submits_from_many_clients_at_once(make_queue, serve):
         t.join()
     assert not errors
     assert len({r.json["id"] for r in ids}) == 200 == q.stats()["by_state"]["scheduled"]
+
+
+def test_the_api_on_each_store_backend(location, serve):
+    """The HTTP surface only speaks to gq.Queue: the same on LMDB and PostgreSQL."""
+    q = register(gq.Queue(location))
+    try:
+        api = serve(q)
+        job_id = api("POST", "/v1/jobs", {"type": "ok", "payload": {"n": 1}}).json["id"]
+        dead = api("POST", "/v1/jobs", {"type": "crash"}).json["id"]
+        wait_state(q, job_id, "completed")
+        wait_state(q, dead, "dead_letter")
+        assert api("GET", f"/v1/jobs/{job_id}").json["result"] == {"echo": {"n": 1}}
+        assert api("GET", "/v1/stats").json == q.stats()
+        assert [j["id"] for j in api("GET", "/v1/failures").json] == [dead]
+        q.pause("crash")
+        assert api("POST", f"/v1/jobs/{dead}/retry").json["state"] == "scheduled"
+        assert api("GET", "/readyz").status == 200
+        metrics = api("GET", "/metrics").body.decode()
+        assert 'gq_queue_pending{state="completed"} 1.0' in metrics
+        api.worker.stop(timeout=15)
+    finally:
+        q.close()

@@ -45,6 +45,13 @@ def present(samples: dict, design_name: str) -> bool:
     return any(n == design_name or n.startswith(design_name + "_") for n in names(samples))
 
 
+def settled(base: str) -> dict:
+    """A scrape once every worker's busy gauge shows its jobs are done."""
+    return wait_until(lambda: (lambda s: s if value(s, "gq_workers_active") == 0
+                               else None)(scrape(base)), 5,
+                      what="gq_workers_active back to 0")
+
+
 def submit(base: str, job_type: str, payload=None) -> str:
     r = call(base, "POST", "/v1/jobs", {"type": job_type, "payload": payload})
     assert r.status == 201, r
@@ -65,7 +72,8 @@ def test_metrics_after_a_run_have_every_design_name_and_true_counts(data_dir,
                             what="gq_workers_active to show the running job")
         wait_all(q, [long_one], "completed")
 
-    samples = scrape(base)
+    # the busy gauge follows the worker within GAUGE_INTERVAL of its last change
+    samples = settled(base)
     missing = [n for n in DESIGN_NAMES if not present(samples, n)]
     assert not missing, f"missing from /metrics: {missing}"
 
@@ -116,7 +124,7 @@ def test_processes_2_metrics_are_summed_over_the_processes(data_dir, spawn_http_
         crash = submit(base, "crash")
         wait_all(q, [crash], "dead_letter")
 
-    samples = scrape(base)
+    samples = settled(base)
     assert value(samples, "gq_jobs_submitted_total", type="ok") == 100
     assert value(samples, "gq_jobs_completed_total", type="ok") == 100
     assert value(samples, "gq_execution_seconds_count", type="ok") == 100
