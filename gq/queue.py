@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import orjson
 
+from gq import observe
 from gq._core.plan import fast_specs, plain_spec
 from gq.backpressure import DepthWatch
 from gq.config import QueueConfig
@@ -78,6 +79,7 @@ class Queue:
         job_id = store.submit([spec], max_depth=self.config.max_depth, now=now,
                               key_window=self.config.idempotency_window)[0]
         self._depth_watch.after_submit(store)
+        observe.jobs_submitted(spec.type)
         return job_id
 
     async def asubmit(self, type: str, payload: Any = None, **job: Any) -> str:
@@ -93,6 +95,7 @@ class Queue:
         job_id = (await store.asubmit([spec], max_depth=self.config.max_depth, now=now,
                                       key_window=self.config.idempotency_window))[0]
         self._depth_watch.after_submit(store)
+        observe.jobs_submitted(spec.type)
         return job_id
 
     def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -109,6 +112,7 @@ class Queue:
         ids = store.submit(specs, max_depth=self.config.max_depth, now=now,
                            key_window=self.config.idempotency_window)
         self._depth_watch.after_submit(store)
+        observe.batch_submitted(specs)
         return ids
 
     async def asubmit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -120,6 +124,7 @@ class Queue:
         ids = await store.asubmit(specs, max_depth=self.config.max_depth, now=now,
                                   key_window=self.config.idempotency_window)
         self._depth_watch.after_submit(store)
+        observe.batch_submitted(specs)
         return ids
 
     def _specs(self, jobs):
