@@ -291,7 +291,8 @@ def cmd_worker(args) -> int:
                       f"which stores its jobs in {queue.path}; drop --data or point the "
                       "queue there")
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
-                       shutdown_timeout=args.shutdown_timeout)
+                       shutdown_timeout=args.shutdown_timeout, http=args.http,
+                       http_token=args.token or None)
     logging.getLogger("gq.worker").info("serving %s from %s", args.target,
                                         opening.shown(queue.path))
     return worker.run()
@@ -389,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes sharing the data dir (default 1)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds a graceful drain waits for running jobs (default 30)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve the HTTP API (/v1/...), /metrics, /healthz, /readyz and "
+                   "the dashboard (/) here; a bare PORT binds 127.0.0.1. With "
+                   "--processes N the supervisor serves it, metrics summed over the "
+                   "processes")
+    p.add_argument("--token", default=os.environ.get("GQ_TOKEN"),
+                   help="bearer token required on /v1/* (default: $GQ_TOKEN; none: "
+                   "open to whoever reaches the address)")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="log lines as text (default) or JSON objects")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default INFO)")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import orjson
 
+from gq import observe
 from gq._core.plan import fast_specs, plain_spec
 from gq.backpressure import DepthWatch
 from gq.config import QueueConfig
@@ -34,8 +35,9 @@ class Queue:
 
     Options (all keyword, all optional; durations in seconds): visibility_timeout,
     timeout, max_attempts, backoff_base, backoff_cap, lifetime, max_payload_bytes,
-    depth_warning, max_depth, retention, map_size, idempotency_window. See
-    gq.config for defaults.
+    depth_warning, max_depth, retention, map_size, idempotency_window,
+    circuit_threshold (storage failures in a row before submissions are refused
+    with StoreUnavailable), circuit_cooldown. See gq.config for defaults.
     """
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
@@ -77,6 +79,7 @@ class Queue:
         job_id = store.submit([spec], max_depth=self.config.max_depth, now=now,
                               key_window=self.config.idempotency_window)[0]
         self._depth_watch.after_submit(store)
+        observe.jobs_submitted(spec.type)
         return job_id
 
     async def asubmit(self, type: str, payload: Any = None, **job: Any) -> str:
@@ -92,6 +95,7 @@ class Queue:
         job_id = (await store.asubmit([spec], max_depth=self.config.max_depth, now=now,
                                       key_window=self.config.idempotency_window))[0]
         self._depth_watch.after_submit(store)
+        observe.jobs_submitted(spec.type)
         return job_id
 
     def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -108,6 +112,7 @@ class Queue:
         ids = store.submit(specs, max_depth=self.config.max_depth, now=now,
                            key_window=self.config.idempotency_window)
         self._depth_watch.after_submit(store)
+        observe.batch_submitted(specs)
         return ids
 
     async def asubmit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -119,6 +124,7 @@ class Queue:
         ids = await store.asubmit(specs, max_depth=self.config.max_depth, now=now,
                                   key_window=self.config.idempotency_window)
         self._depth_watch.after_submit(store)
+        observe.batch_submitted(specs)
         return ids
 
     def _specs(self, jobs):
@@ -269,10 +275,15 @@ class Queue:
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason) for readiness probes: False while the store cannot serve.
 
-        The HTTP `/readyz` and operators' tools ask this; the store's circuit
-        breaker and fault handling feed it."""
+        The HTTP `/readyz` and operators' tools ask this. Not ready while the
+        store's circuit breaker is open (see gq.store.breaker); once its cool-down
+        is over, asking runs the probe transaction that can close it."""
         try:
-            self._live_store().counts()
+            store = self._live_store()
+            health = getattr(store, "health", None)
+            if health is not None:
+                return health()
+            store.counts()
         except GQError as exc:
             return False, str(exc)
         return True, "ok"

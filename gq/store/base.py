@@ -104,6 +104,16 @@ class Store(Protocol):
     # push_ready_after(heap, seq, limit, handled) -> (rows read, last seq read)
     # does ready_after() and pushes the rows of handled types into a ReadyHeap.
 
+    # Optional, used by Queue.readiness() when present (else a counts() read):
+    # health() -> (ready, reason): False while the store's circuit breaker
+    # (gq.store.breaker) is open or reads fail; runs the breaker's probe
+    # transaction once its cool-down is over. A store that has it also refuses
+    # submissions with StoreUnavailable while the circuit is open.
+    #
+    # Optional, used at a worker's start when present (a store on one machine):
+    # reclaim_other_boot(boot_id, now) -> [(job id, old owner)]: record the
+    # machine's boot id; if it replaces another, reclaim every running job.
+
     def close(self) -> None:
         """Finish pending writes and release the store. Idempotent."""
 

@@ -39,10 +39,12 @@ PAUSED = META + b"paused:"
 META_BLOCKED = META + b"blocked"      # how many pending jobs are blocked
 META_REQUEUED = META + b"requeued"    # scheduled jobs that already ran (retries)
 PERIODIC = META + b"periodic:"        # schedule name -> last occurrence submitted
+META_BOOT = META + b"boot"      # boot id of the machine the last worker started on
+META_PROBE = META + b"probe"    # written by the circuit breaker's probe transaction
 
 __all__ = [
     "pack_u64", "unpack_u64", "pack_priority", "STATE_BYTES",
-    "META_FORMAT", "META_SEQ", "META_TAG", "PAUSED", "READY",
+    "META_FORMAT", "META_SEQ", "META_TAG", "PAUSED", "META_BOOT", "META_PROBE", "READY",
     "ready_key", "parse_ready_key", "idempotency_key",
     "ready_value", "parse_ready_value",
     "delayed_key", "parse_delayed_key",

@@ -22,6 +22,7 @@ LMDB must be opened once per process, so stores are shared per (process, path).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import heapq
@@ -40,13 +41,18 @@ from gq._core.plan import plan_rows
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
-                       RecordCorrupted,
-                       StorageFull, UnknownDependency, ValidationError)
-from gq.config import CRASH_QUARANTINE_DEFAULT
+                       RecordCorrupted, StorageFull, StoreUnavailable,
+                       UnknownDependency, ValidationError)
+from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
+                       CRASH_QUARANTINE_DEFAULT)
 from gq.jobs import Category, JobError
 from gq.store import blocking, expiry, occurrences
+from gq.metrics import PERSISTENCE_ERRORS
 from gq.store import keys as K
+from gq.store import space
+from gq.store.breaker import CircuitBreaker
 from gq.store.doorbell import Doorbell
+from gq.store.gate import EnvGate
 from gq.store.writer import GroupCommitWriter
 
 log = logging.getLogger("gq.store")
@@ -63,8 +69,13 @@ def load_record(raw, job_id: str) -> JobRecord:
     """Decode a stored record (checksum verified) and make sure it is the record
     of `job_id`: LMDB keeps no page checksums, so a damaged B-tree page could
     lead a lookup to another job's record, which must never be handed out."""
-    rec = decode_record(raw, job_id)
+    try:
+        rec = decode_record(raw, job_id)
+    except RecordCorrupted:
+        PERSISTENCE_ERRORS.inc()
+        raise
     if rec.id != job_id:
+        PERSISTENCE_ERRORS.inc()
         raise RecordCorrupted(job_id, f"the stored record belongs to job {rec.id!r} "
                                       "(a damaged index page)")
     return rec
@@ -87,7 +98,7 @@ class Batch:
     __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
                  "rows", "planned", "planned_keys", "ring", "_has_dependents", "_paused",
                  "_jobs_cur", "_index_cur", "_plain", "_requeued", "after_commit",
-                 "doomed_dependency")
+                 "doomed_dependency", "room")
 
     def __init__(self, store: "LMDBStore", txn):
         self.txn = txn
@@ -108,6 +119,7 @@ class Batch:
         self._requeued = 0    # change of "scheduled jobs that already ran" (see move)
         self.after_commit: list = []   # callables run once the transaction committed
         self.doomed_dependency = False  # a submit named a failed/dead/cancelled job
+        self.room: list | None = None    # [free bytes, reserve] once a submit asked
         # Hot paths use cursors and positional arguments: py-lmdb's keyword
         # parsing costs more than the B-tree operation itself.
         self._jobs_cur = txn.cursor(db=store._db["jobs"])
@@ -245,6 +257,16 @@ class Batch:
             blocking.after_move(self, rec, old_state)
         return rec
 
+    def reserve_room(self, needed: int) -> None:
+        """Take `needed` bytes for new jobs, or raise StorageFull (nothing written)
+        if that would eat into the reserve kept for running jobs (gq.store.space)."""
+        store = self.store
+        if self.room is None:
+            self.room = list(space.room(store._env, self.txn,
+                                        (self.db["jobs"], self.db["index"]), store.path))
+        space.refuse_if_short(self.room[0], self.room[1], needed, store.path)
+        self.room[0] -= needed
+
     def paused_types(self) -> frozenset:
         """The paused job types as this transaction sees them (read once)."""
         if self._paused is None:
@@ -327,7 +349,9 @@ class Batch:
 class LMDBStore:
     """The embedded store (see the module docstring for its tables)."""
 
-    def __init__(self, path: str, *, map_size: int):
+    def __init__(self, path: str, *, map_size: int,
+                 circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
+                 circuit_cooldown: float = CIRCUIT_COOLDOWN_DEFAULT):
         self.path = path
         self.map_size = map_size
         self._env = _open_env(path, map_size)
@@ -338,6 +362,10 @@ class LMDBStore:
             self._env.close()
             raise
         self._listing_prefixes: dict[str, bytes] = {}
+        self._gate = EnvGate()
+        self.breaker = CircuitBreaker(path, threshold=circuit_threshold,
+                                      cooldown=circuit_cooldown)
+        self.reopens = 0          # environments reopened after an I/O error
         self.doorbell = Doorbell(path)
         self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{path}")
         self._closed = False
@@ -405,25 +433,90 @@ class LMDBStore:
     def _run_batch(self, ops) -> None:
         try:
             self._commit(ops)
+            self.breaker.succeeded()
             return
         except _PartialWrite:
             pass
         except Exception as e:
+            if _is_engine_failure(e):
+                # An I/O error: nothing of the batch committed, and the environment
+                # is not to be trusted (or used: LMDB may have marked it unusable).
+                # Never retried in place: reopen, and let the callers retry.
+                error = self._storage_failed(e, "commit")
+                for op in ops:
+                    op.result, op.error = None, error
+                return
             if len(ops) == 1:
-                ops[0].result, ops[0].error = None, self._translate(e)
+                ops[0].result, ops[0].error = None, self._refusal(e)
                 return
         # The batch was aborted as a whole: give each op its own transaction so a
         # broken op cannot take the others down with it.
         for op in ops:
             try:
                 self._commit([op])
+                self.breaker.succeeded()
             except _PartialWrite as e:
                 op.result, op.error = None, e.__cause__
             except Exception as e:
-                op.result, op.error = None, self._translate(e)
+                op.result, op.error = None, \
+                    self._storage_failed(e, "commit") if _is_engine_failure(e) \
+                    else self._refusal(e)
+
+    def _refusal(self, e: Exception) -> Exception:
+        """A batch's error that is not an I/O failure: a full map, or a bug."""
+        if isinstance(e, lmdb.MapFullError):
+            PERSISTENCE_ERRORS.inc()
+        return self._translate(e)
+
+    def _storage_failed(self, e: Exception, during: str) -> Exception:
+        """Count and log a storage-engine failure, feed the circuit breaker (a full
+        disk excepted: it has its own answer), reopen the environment; return the
+        error for the callers."""
+        PERSISTENCE_ERRORS.inc()
+        error = self._translate(e)
+        log.error("persistence error during %s on %s: %s", during, self.path, e)
+        if not isinstance(error, StorageFull):
+            self.breaker.failed(e)
+        if during == "commit":
+            self._reopen()
+        return error
+
+    def _reopen(self) -> None:
+        """Close the environment and open it again (see gq.store.gate). Runs in
+        the writer, so no write transaction of this process is open."""
+        with self._gate.reopening():
+            env, self._env = self._env, None
+            if env is not None:
+                try:
+                    env.close()
+                except Exception:  # noqa: BLE001 - it is being replaced either way
+                    pass
+            try:
+                self._env = _open_env(self.path, self.map_size)
+                self._prepare()
+            except Exception as e:  # noqa: BLE001 - retried by the next write
+                if self._env is not None:
+                    self._env.close()
+                    self._env = None
+                PERSISTENCE_ERRORS.inc()
+                self.breaker.failed(e)
+                log.error("reopening the store at %s failed: %s", self.path, e)
+                return
+            self.reopens += 1
+            log.warning("store at %s closed and reopened after a storage failure",
+                        self.path)
+
+    def _live_env(self):
+        """The environment for a write; reopened here if an earlier reopen failed."""
+        if self._env is None:
+            self._reopen()
+            if self._env is None:
+                raise StoreUnavailable(f"the store at {self.path} could not be reopened "
+                                       "after a storage failure; check the disk")
+        return self._env
 
     def _commit(self, ops) -> None:
-        txn = self._env.begin(write=True)
+        txn = self._live_env().begin(write=True)
         try:
             batch = Batch(self, txn)
             for op in ops:
@@ -453,10 +546,11 @@ class LMDBStore:
                 "nothing was written. Purge finished jobs (`gq purge`) or reopen with a "
                 "larger map_size"
             )
-        if isinstance(e, lmdb.Error) and ("No space left" in str(e) or
-                                          getattr(e, "errno", None) == errno.ENOSPC):
+        if isinstance(e, (lmdb.Error, OSError)) and ("No space left" in str(e) or
+                                                     getattr(e, "errno", None) == errno.ENOSPC):
             return StorageFull(f"the disk holding {self.path} is full; nothing was "
-                               "written. Free disk space, then submit again")
+                               "written. Free disk space (`gq purge --older-than ...` "
+                               "deletes finished jobs), then submit again")
         return PersistenceError(f"store write failed at {self.path}: {e}")
 
     def _write(self, fn):
@@ -465,10 +559,14 @@ class LMDBStore:
 
     # -- writes ---------------------------------------------------------------
     def submit(self, specs, *, max_depth=None, now, key_window=0.0):
+        if self.breaker.admit():
+            self._probe()
         return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
     async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
         self._check_open()
+        if self.breaker.admit():
+            await self._aprobe()
         return await self._writer.acall(_SubmitOp(specs, max_depth, now, key_window),
                                         asyncio.get_running_loop())
 
@@ -514,6 +612,30 @@ class LMDBStore:
                 if state != "completed":
                     waits.append((dep, state))
             return waits, [chain for _, chain in blocking.chains_of(txn, self._db, job_id)]
+
+    # -- health -----------------------------------------------------------------
+    def health(self) -> tuple[bool, str]:
+        """(ready, reason): False while the circuit is open or reads fail. Runs
+        the probe transaction when the circuit's cool-down is over."""
+        try:
+            if self.breaker.admit():
+                self._probe()
+            self.counts()
+        except GQError as e:
+            return False, str(e)
+        return True, "ok"
+
+    def _probe(self) -> None:
+        try:
+            self._write(_probe_op)
+        except GQError as e:
+            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
+
+    async def _aprobe(self) -> None:
+        try:
+            await self._awrite(_probe_op)
+        except GQError as e:
+            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
 
     def cancel(self, job_id, *, now):
         def op(b: Batch):
@@ -602,11 +724,22 @@ class LMDBStore:
         """Delete up to `limit` finished jobs (completed, failed, cancelled) that
         finished more than `older_than` seconds ago, with every index entry of
         theirs. dead_letter jobs are kept: an operator may still retry them.
-        Returns how many were deleted; call again while it returns `limit`."""
-        return self._write(functools.partial(_purge, now - older_than, limit))
+        Returns how many were deleted; call again while it returns `limit`.
+
+        LMDB reuses the pages a transaction frees only after one more commit (the
+        previous snapshot must survive a torn meta write), so a purge that freed
+        anything is followed by a tiny commit: on a full disk, the next write
+        would otherwise find no page to reuse and no room to grow."""
+        n = self._write(functools.partial(_purge, now - older_than, limit))
+        if n:
+            self._write(_probe_op)
+        return n
 
     async def apurge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
-        return await self._awrite(functools.partial(_purge, now - older_than, limit))
+        n = await self._awrite(functools.partial(_purge, now - older_than, limit))
+        if n:
+            await self._awrite(_probe_op)
+        return n
 
     def reclaim_expired(self, job_id, *, owner, now, now_mono):
         """One running job whose lease (a monotonic deadline) has passed ->
@@ -618,6 +751,28 @@ class LMDBStore:
                 return False
             b.move(rec, S.SCHEDULED, now, lease_owner="", lease_deadline=0.0, run_at=0.0)
             return True
+        return self._write(op)
+
+    def reclaim_other_boot(self, boot_id: str, *, now: float) -> list[tuple[str, str]]:
+        """Record `boot_id` (the machine's current boot) as the store's; if it
+        replaces another, every running job was leased before a reboot (its
+        worker is gone, its lease deadline is on a clock that restarted): all go
+        back to scheduled, in the same transaction, so of several workers
+        starting at once only the first reclaims. Returns (id, old owner) pairs."""
+        def op(b: Batch):
+            stored = b.txn.get(K.META_BOOT, db=b.db["meta"])
+            if stored is not None and bytes(stored).decode() == boot_id:
+                return []
+            b.wrote = True
+            b.txn.put(K.META_BOOT, boot_id.encode(), db=b.db["meta"])
+            if stored is None:
+                return []     # first boot recorded: dead owners are found by flock
+            reclaimed = []
+            for rec in list(_running_records(b)):
+                owner = rec.lease_owner
+                b.move(rec, S.SCHEDULED, now, lease_owner="", lease_deadline=0.0, run_at=0.0)
+                reclaimed.append((rec.id, owner))
+            return reclaimed
         return self._write(op)
 
     def running_leases(self) -> list[tuple[str, str, float]]:
@@ -661,9 +816,23 @@ class LMDBStore:
         self._write(op)
 
     # -- reads ----------------------------------------------------------------
+    @contextlib.contextmanager
     def _read(self):
+        """A read transaction, behind the reopen gate; an engine failure is
+        counted and reported as PersistenceError."""
         self._check_open()
-        return self._env.begin()
+        with self._gate.reading():
+            env = self._env
+            if env is None:
+                raise StoreUnavailable(f"the store at {self.path} is being reopened "
+                                       "after a storage failure; retry shortly")
+            try:
+                with env.begin() as txn:
+                    yield txn
+            except (lmdb.Error, OSError) as e:
+                if isinstance(e, GQError):
+                    raise
+                raise self._storage_failed(e, "read") from e
 
     def get(self, job_id):
         with self._read() as txn:
@@ -763,7 +932,9 @@ class LMDBStore:
         self._writer.close()
         self._closed = True
         self.doorbell.close()
-        self._env.close()
+        with self._gate.reopening():
+            if self._env is not None:
+                self._env.close()
 
 
 def plan_specs(b: Batch, specs, waits, now: float) -> list[str]:
@@ -808,6 +979,7 @@ class _SubmitOp:
 
     def __call__(self, b: Batch) -> list[str]:
         if self.plain:
+            b.reserve_room(sum(map(space.job_bytes, self.specs)))   # see gq.store.space
             return b.defer_plain(self.specs)
         specs = self.specs
         results: list[str | None] = [None] * len(specs)
@@ -841,7 +1013,10 @@ class _SubmitOp:
                     f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
                     "Retry later or add workers"
                 )
-        # 4. plan the rows (nothing below raises a GQError)
+        # 4. room: keep a reserve for running jobs' outcomes (gq.store.space)
+        if fresh:
+            b.reserve_room(sum(space.job_bytes(spec) for _, spec in fresh))
+        # 5. plan the rows (nothing below raises a GQError)
         if fresh:
             self._plan(b, fresh, waits, results)
         for i, creator in folded:
@@ -944,6 +1119,20 @@ class _SubmitOp:
         if rec.state == S.COMPLETED and window > 0 and now - rec.finished_at < window:
             return job_id
         return None
+
+
+def _probe_op(b: Batch) -> None:
+    """One small synced write: the circuit breaker's probe, and the commit after
+    a purge that lets LMDB reuse the pages the purge freed."""
+    b.wrote = True
+    b.txn.put(K.META_PROBE, K.pack_u64(int(b.store.reopens)), db=b.db["meta"])
+
+
+def _is_engine_failure(e: BaseException) -> bool:
+    """An I/O-level failure of the storage engine (a failed write or fsync, a
+    panicked environment), as opposed to a full map or a bug in an op."""
+    return isinstance(e, (lmdb.Error, OSError)) and not isinstance(
+        e, (lmdb.MapFullError, lmdb.BadValsizeError, GQError))
 
 
 # -- the worker's write ops (run by the group-commit writer) -------------------
@@ -1183,12 +1372,14 @@ class _Registry:
         self._stores: dict[str, list] = {}   # realpath -> [store, refcount]
         os.register_at_fork(after_in_child=self._forget_after_fork)
 
-    def acquire(self, path: str, map_size: int) -> LMDBStore:
+    def acquire(self, path: str, map_size: int, **options) -> LMDBStore:
+        """The store of `path` in this process (opened with `options` if it is
+        the first acquire)."""
         real = os.path.realpath(path)
         with self._lock:
             entry = self._stores.get(real)
             if entry is None:
-                entry = self._stores[real] = [LMDBStore(path, map_size=map_size), 0]
+                entry = self._stores[real] = [LMDBStore(path, map_size=map_size, **options), 0]
             entry[1] += 1
             return entry[0]
 
