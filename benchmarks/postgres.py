@@ -111,14 +111,27 @@ def drain(q, url: str, n: int) -> float:
     workers = [subprocess.Popen([sys.executable, "-m", "gq.cli", "worker", "benchmarks.apps:queue",
                                  "--data", url, "--concurrency", "64", "--log-level", "WARNING"],
                                 env=env, cwd=os.path.dirname(HERE)) for _ in range(2)]
+    return rate_until_done(workers, lambda: q.stats()["by_state"]["completed"], n, t)
+
+
+def rate_until_done(workers, done, n: int, t: float) -> float:
+    """Poll done() until it reaches n, then stop the worker processes: n per second since t."""
     try:
-        while q.stats()["by_state"]["completed"] < n:
+        while done() < n:
+            if any(w.poll() is not None for w in workers):
+                raise RuntimeError("a worker process exited before the queue was drained")
             time.sleep(0.05)
         return n / (time.perf_counter() - t)
     finally:
         for w in workers:
             w.terminate()
             w.wait(30)
+
+
+def server_settings(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        return {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                for name in ("server_version", "fsync", "synchronous_commit")}
 
 
 def main() -> int:
@@ -134,9 +147,7 @@ def main() -> int:
         return 2
     scale = 0.2 if args.quick else 1.0
     figures = {}
-    with psycopg.connect(args.url) as conn:
-        figures["server"] = {name: conn.execute(f"SHOW {name}").fetchone()[0]
-                             for name in ("server_version", "fsync", "synchronous_commit")}
+    figures["server"] = server_settings(args.url)
     steps = [("submit_one_by_one_per_s", lambda q, url: one_by_one(q, int(500 * scale))),
              ("asubmit_64_callers_per_s", lambda q, url: concurrent(q, int(10_000 * scale))),
              ("asubmit_2_processes_x64_per_s",
