@@ -708,6 +708,14 @@ class LMDBStore:
             return reclaimed
         return self._write(op)
 
+    def reader_check(self) -> int:
+        """Free the reader slots of dead processes (a killed process leaves its
+        slot behind, and the snapshot it names keeps LMDB from reusing pages, so
+        the file grows). Returns how many were freed."""
+        self._check_open()
+        with self._gate.reading():
+            return self._env.reader_check() if self._env is not None else 0
+
     def running_leases(self) -> list[tuple[str, str, float]]:
         """(job id, lease owner, lease deadline) of every running job."""
         with self._read() as txn:
