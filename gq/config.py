@@ -20,6 +20,7 @@ MAX_PAYLOAD_BYTES_DEFAULT = 1 << 20     # 1 MiB of encoded JSON
 RETENTION_DEFAULT = 7 * 24 * 3600.0     # age of terminal jobs before purge
 MAP_SIZE_DEFAULT = 64 << 30             # sparse: costs address space, not disk
 
+IDEMPOTENCY_WINDOW_DEFAULT = 0.0       # a key stays taken this long after its job completed
 CRASH_QUARANTINE_DEFAULT = 3            # worker deaths under one job before dead_letter
 CIRCUIT_THRESHOLD_DEFAULT = 5           # storage failures in a row that open the circuit
 CIRCUIT_COOLDOWN_DEFAULT = 10.0         # seconds open before a probe may close it
@@ -73,6 +74,7 @@ class QueueConfig:
     max_depth: int | None = None
     retention: float = RETENTION_DEFAULT
     map_size: int = MAP_SIZE_DEFAULT
+    idempotency_window: float = IDEMPOTENCY_WINDOW_DEFAULT
     circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT
     circuit_cooldown: float = CIRCUIT_COOLDOWN_DEFAULT
 
@@ -92,6 +94,10 @@ class QueueConfig:
                 values[name] = check_duration(name, values[name], allow_none=False)
         if "lifetime" in values:
             values["lifetime"] = check_duration("lifetime", values["lifetime"])
+        if "idempotency_window" in values:
+            values["idempotency_window"] = check_duration(
+                "idempotency_window", values["idempotency_window"], allow_none=False,
+                allow_zero=True)
         for name in ("max_attempts", "max_payload_bytes", "map_size", "circuit_threshold"):
             if name in values:
                 values[name] = check_positive_int(name, values[name], allow_none=False)

@@ -39,6 +39,12 @@ def run_processes(worker) -> int:
     children: dict[int, tuple[int, str]] = {}       # pid -> (slot, instance id)
     stopping = False
     delay = RESTART_DELAY
+    http = None
+    if worker.http is not None:   # served here, with metrics summed over the children
+        from gq.http import SupervisorHttp
+        http = SupervisorHttp(worker, lambda: "shutting down: draining running jobs"
+                              if stopping else None if children else
+                              "no worker process is running")
 
     def spawn(slot: int) -> None:
         instance = f"{socket.gethostname()}-{os.getpid()}.{slot}-{secrets.token_hex(3)}"
@@ -52,6 +58,8 @@ def run_processes(worker) -> int:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                if http is not None:
+                    http.after_fork_in_child()
                 queue._reopen_after_fork()
                 child = Worker(queue, concurrency=worker.concurrency,
                                shutdown_timeout=worker.shutdown_timeout,
@@ -90,6 +98,8 @@ def run_processes(worker) -> int:
             if slot is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if http is not None:
+                http.child_exited(pid)
             # a child that exited 0 drained gracefully: its leftovers are not crashes
             reclaimed = reclaim_dead_owner(queue.store, queue.path, instance,
                                            crashed=code != 0)
@@ -106,6 +116,8 @@ def run_processes(worker) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if http is not None:
+            http.stop()
     return 0
 
 

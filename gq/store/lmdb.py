@@ -46,6 +46,7 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
 from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
                        CRASH_QUARANTINE_DEFAULT)
 from gq.jobs import Category, JobError
+from gq.store import blocking, expiry, occurrences
 from gq.metrics import PERSISTENCE_ERRORS
 from gq.store import keys as K
 from gq.store import space
@@ -57,11 +58,11 @@ from gq.store.writer import GroupCommitWriter
 log = logging.getLogger("gq.store")
 
 TABLES = ("jobs", "index")
-LOGICAL_TABLES = ("ready", "delayed", "listing", "dependents", "keys", "meta")
+LOGICAL_TABLES = ("ready", "delayed", "listing", "dependents", "keys", "expiry", "meta")
 MAX_READERS = 1024
 
 _META_FORMAT, _META_SEQ, _META_TAG, _PAUSED = K.META_FORMAT, K.META_SEQ, K.META_TAG, K.PAUSED
-_PLANNED_TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys")
+_PLANNED_TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys", "expiry")
 
 
 def load_record(raw, job_id: str) -> JobRecord:
@@ -96,7 +97,8 @@ class Batch:
 
     __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
                  "rows", "planned", "planned_keys", "ring", "_has_dependents", "_paused",
-                 "_jobs_cur", "_index_cur", "_plain", "room")
+                 "_jobs_cur", "_index_cur", "_plain", "_requeued", "after_commit",
+                 "doomed_dependency", "room")
 
     def __init__(self, store: "LMDBStore", txn):
         self.txn = txn
@@ -114,6 +116,9 @@ class Batch:
         self.ring = False   # wake workers after commit: work became ready, or a cancel
         self._has_dependents: bool | None = None
         self._paused: frozenset | None = None
+        self._requeued = 0    # change of "scheduled jobs that already ran" (see move)
+        self.after_commit: list = []   # callables run once the transaction committed
+        self.doomed_dependency = False  # a submit named a failed/dead/cancelled job
         self.room: list | None = None    # [free bytes, reserve] once a submit asked
         # Hot paths use cursors and positional arguments: py-lmdb's keyword
         # parsing costs more than the B-tree operation itself.
@@ -134,6 +139,11 @@ class Batch:
         if record is None:
             raise JobNotFound(job_id)
         return record
+
+    def requeued(self) -> int:
+        """Scheduled jobs that already ran once, including this transaction's changes."""
+        raw = self.txn.get(K.META_REQUEUED, db=self.db["meta"])
+        return (K.unpack_u64(raw) if raw else 0) + self._requeued
 
     def count(self, states) -> int:
         """Jobs in any of `states`, including this transaction's changes."""
@@ -196,6 +206,7 @@ class Batch:
         The hot path of every claim and completion, so written out flat: the same
         work as remove_indexes(old) + add_indexes(rec), without the copy."""
         old_state, old_ready_seq, old_run_at = rec.state, rec.ready_seq, rec.run_at
+        old_started = rec.started_at
         rec.move_to(new_state)                 # InvalidTransition: nothing written yet
         if self._plain:
             self.plan_plain()
@@ -234,8 +245,16 @@ class Batch:
             rec.ready_seq = 0
         key = (new_state, job_type)
         deltas[key] = deltas.get(key, 0) + 1
+        # Scheduled jobs that already ran (retries, reclaims) are kept out of the
+        # max_depth count: accepted work never holds back new submissions.
+        if old_state == S.SCHEDULED and old_started > 0:
+            self._requeued -= 1
+        if new_state == S.SCHEDULED and rec.started_at > 0:
+            self._requeued += 1
         rec.updated_at = now
         self._jobs_cur.put(id_bytes, rec.encode())
+        if (new_state >= S.FAILED or old_state == S.DEAD_LETTER) and self.dependents_exist():
+            blocking.after_move(self, rec, old_state)
         return rec
 
     def reserve_room(self, needed: int) -> None:
@@ -294,7 +313,7 @@ class Batch:
             with txn.cursor(db=db["ready"]) as cur:
                 cur.putmulti(rows["ready"], append=True)
             self.ring = True
-        for name in ("listing", "delayed", "dependents", "keys"):
+        for name in ("listing", "delayed", "dependents", "keys", "expiry"):
             if rows[name]:
                 with txn.cursor(db=db[name]) as cur:
                     cur.putmulti(rows[name])
@@ -312,6 +331,9 @@ class Batch:
         txn, db = self.txn, self.db
         if self._seq is not None:
             txn.put(_META_SEQ, self._seq.encode(), db=db["meta"])
+        if self._requeued:
+            txn.put(K.META_REQUEUED, K.pack_u64(max(0, self.requeued())), db=db["meta"])
+            self._requeued = 0
         for (state, job_type), delta in self._count_deltas.items():
             if not delta:
                 continue
@@ -512,6 +534,8 @@ class LMDBStore:
         txn.commit()   # sync=True: returns after the data and meta pages are on disk
         if batch.ring:
             self.doorbell.ring()
+        for fn in batch.after_commit:
+            fn()
 
     def _translate(self, e: Exception) -> Exception:
         if isinstance(e, GQError):
@@ -534,17 +558,60 @@ class LMDBStore:
         return self._writer.call(fn)
 
     # -- writes ---------------------------------------------------------------
-    def submit(self, specs, *, max_depth=None, now):
+    def submit(self, specs, *, max_depth=None, now, key_window=0.0):
         if self.breaker.admit():
             self._probe()
-        return self._write(_SubmitOp(specs, max_depth, now))
+        return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
-    async def asubmit(self, specs, *, max_depth=None, now):
+    async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
         self._check_open()
         if self.breaker.admit():
             await self._aprobe()
-        return await self._writer.acall(_SubmitOp(specs, max_depth, now),
+        return await self._writer.acall(_SubmitOp(specs, max_depth, now, key_window),
                                         asyncio.get_running_loop())
+
+    def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
+                          key_window=0.0):
+        """Submit `specs` (one job) as occurrence `occurrence` (epoch seconds) of
+        the periodic schedule `name`, unless that occurrence or a later one was
+        already submitted, by any process; the first call for a schedule only
+        records where it starts. Returns the new id or None (gq.store.occurrences)."""
+        op = _SubmitOp(specs, max_depth, now, key_window)
+        return self._write(functools.partial(occurrences.submit_occurrence, name,
+                                             occurrence, op))
+
+    def expire_lifetimes(self, *, now, limit=1000):
+        """Jobs past their lifetime -> dead_letter (see gq.store.expiry). Returns
+        (id, type, previous state) of each."""
+        return self._write(functools.partial(expiry.expire, now, limit))
+
+    async def aexpire_lifetimes(self, *, now, limit=1000):
+        return await self._awrite(functools.partial(expiry.expire, now, limit))
+
+    def next_expiry(self):
+        """The earliest lifetime deadline (epoch seconds) of any job, or None."""
+        with self._read() as txn:
+            return expiry.next_expiry(txn, self._db)
+
+    def blocked_count(self) -> int:
+        """How many pending jobs are blocked by a dependency that cannot complete."""
+        with self._read() as txn:
+            return blocking.blocked_count(txn, self._db)
+
+    def waiting_on(self, job_id):
+        """([(dependency id, state)] not yet completed, [blocking chains]) of a job."""
+        with self._read() as txn:
+            raw = txn.get(job_id.encode(), db=self._db["jobs"])
+            if raw is None:
+                raise JobNotFound(job_id)
+            waits = []
+            for dep in load_record(raw, job_id).depends_on:
+                dep_raw = txn.get(dep.encode(), db=self._db["jobs"])
+                state = "purged" if dep_raw is None else \
+                    S.STATE_NAMES[load_record(dep_raw, dep).state]
+                if state != "completed":
+                    waits.append((dep, state))
+            return waits, [chain for _, chain in blocking.chains_of(txn, self._db, job_id)]
 
     # -- health -----------------------------------------------------------------
     def health(self) -> tuple[bool, str]:
@@ -883,11 +950,16 @@ def plan_specs(b: Batch, specs, waits, now: float) -> list[str]:
     is compiled: gq._core.plan); returns their ids."""
     rows = b.rows
     counts: dict[tuple[int, str], int] = {}
-    ids = plan_rows(specs, waits, b.take_seq(len(specs)), b.store.tag, now,
+    first_seq = b.take_seq(len(specs))
+    ids = plan_rows(specs, waits, first_seq, b.store.tag, now,
                     b.store._listing_prefixes, rows["jobs"], rows["listing"],
                     rows["ready"], rows["delayed"], b.planned, counts)
     for (state, job_type), n in counts.items():
         b.add_count(state, job_type, n)
+    for n, spec in enumerate(specs):   # lifetimes: their deadline index (gq.store.expiry)
+        if spec.lifetime > 0:
+            rows["expiry"].append((K.expiry_key(now + spec.lifetime, first_seq + n),
+                                   ids[n].encode()))
     return ids
 
 
@@ -896,12 +968,13 @@ class _SubmitOp:
     the new jobs into the batch (written together with the other submits of the
     same group commit)."""
 
-    __slots__ = ("specs", "max_depth", "now", "plain")
+    __slots__ = ("specs", "max_depth", "now", "plain", "key_window")
 
-    def __init__(self, specs, max_depth, now):
+    def __init__(self, specs, max_depth, now, key_window=0.0):
         self.specs = specs
         self.max_depth = max_depth
         self.now = now
+        self.key_window = key_window
         # Nothing to look up in the store: the batch plans these with its others.
         if max_depth is not None:
             self.plain = False
@@ -927,7 +1000,7 @@ class _SubmitOp:
                 if spec.key in key_creator:
                     folded.append((i, key_creator[spec.key]))
                     continue
-                existing = self._live_key_owner(b, spec.key)
+                existing = self._live_key_owner(b, spec.key, self.now, self.key_window)
                 if existing is not None:
                     results[i] = existing
                     continue
@@ -940,10 +1013,11 @@ class _SubmitOp:
             else [False] * len(fresh)
         # 3. the hard depth limit: retries never count here, only new submissions
         if self.max_depth is not None and fresh:
-            depth = b.count((S.PENDING, S.SCHEDULED))
+            depth = b.count((S.PENDING, S.SCHEDULED)) - b.requeued()
             if depth + len(fresh) > self.max_depth:
                 raise QueueFull(
-                    f"the queue holds {depth:,} unfinished jobs (pending + scheduled) and "
+                    f"the queue holds {depth:,} jobs waiting to run (pending + scheduled, "
+                    f"retries not counted) and "
                     f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
                     "Retry later or add workers"
                 )
@@ -962,15 +1036,44 @@ class _SubmitOp:
         are the rare extras."""
         rows = b.rows
         ids = plan_specs(b, [spec for _, spec in fresh], waits, self.now)
+        dep_prefixes: dict[str, bytes] = {}
         for (i, spec), job_id, unmet in zip(fresh, ids, waits):
             results[i] = job_id
             if unmet:
-                rows["dependents"].extend((K.dependent_key(dep, job_id), b"")
-                                          for dep in spec.depends_on)
+                id_bytes = job_id.encode()
+                for dep in spec.depends_on:   # many jobs often share dependencies
+                    prefix = dep_prefixes.get(dep)
+                    if prefix is None:
+                        prefix = dep_prefixes[dep] = K.dependents_prefix(dep)
+                    rows["dependents"].append((prefix + id_bytes, b""))
                 b._has_dependents = True
             if spec.key:
                 rows["keys"].append((K.idempotency_key(spec.key), job_id.encode()))
                 b.planned_keys[spec.key] = job_id
+        # a new job may wait on one that already failed, or on a blocked one
+        if any(waits) and (b.doomed_dependency or blocking.blocked_count(b.txn, b.db)):
+            self._block_new(b, fresh, ids, waits)
+
+    @staticmethod
+    def _block_new(b: Batch, fresh, ids, waits) -> None:
+        """Mark new pending jobs blocked where a dependency cannot complete; jobs
+        of the batch after the batch jobs they depend on."""
+        waiting = {job_id: spec for (_, spec), job_id, unmet in zip(fresh, ids, waits)
+                   if unmet}
+        done: set[str] = set()
+        for start in waiting:   # iterative post-order: batch chains can be long
+            stack = [(start, False)]
+            while stack:
+                job_id, deps_done = stack.pop()
+                if deps_done:
+                    blocking.block_new(b, job_id, waiting[job_id].depends_on)
+                    continue
+                if job_id in done:
+                    continue
+                done.add(job_id)
+                stack.append((job_id, True))
+                stack.extend((dep, False) for dep in waiting[job_id].depends_on
+                             if dep in waiting and dep not in done)
 
     @staticmethod
     def _exists(b: Batch, job_id: str) -> bool:
@@ -980,6 +1083,7 @@ class _SubmitOp:
     def _check_dependencies(self, b: Batch, fresh) -> list[bool]:
         batch_ids = {s.id for s in self.specs if s.id is not None}
         created = {spec.id for _, spec in fresh if spec.id is not None}
+        stored: dict[str, int] = {}
         waits = []
         for i, spec in fresh:
             unmet = False
@@ -991,15 +1095,22 @@ class _SubmitOp:
                     raise ValidationError(
                         f"a job depends on {dep!r}, which the batch did not create because "
                         "its idempotency key matched an existing job; depend on that job instead")
-                raw = b.txn.get(dep.encode(), db=b.db["jobs"])
-                if raw is None:
-                    raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
-                unmet = unmet or load_record(raw, dep).state != S.COMPLETED
+                dep_state = stored.get(dep)
+                if dep_state is None:   # read each stored dependency once per batch
+                    raw = b.txn.get(dep.encode(), db=b.db["jobs"])
+                    if raw is None:
+                        raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
+                    dep_state = stored[dep] = load_record(raw, dep).state
+                unmet = unmet or dep_state != S.COMPLETED
+                if dep_state in blocking.UNSATISFIABLE:
+                    b.doomed_dependency = True
             waits.append(unmet)
         return waits
 
     @staticmethod
-    def _live_key_owner(b: Batch, key: str) -> str | None:
+    def _live_key_owner(b: Batch, key: str, now: float, window: float) -> str | None:
+        """The job that holds idempotency key `key`: one not finished, or one
+        completed less than `window` seconds ago."""
         planned = b.planned_keys.get(key)
         if planned is not None:
             return planned
@@ -1008,9 +1119,14 @@ class _SubmitOp:
             return None
         job_id = bytes(raw).decode()
         owner = b.txn.get(raw, db=b.db["jobs"])
-        if owner is None or S.is_terminal(load_record(owner, job_id).state):
+        if owner is None:
             return None
-        return job_id
+        rec = load_record(owner, job_id)
+        if not S.is_terminal(rec.state):
+            return job_id
+        if rec.state == S.COMPLETED and window > 0 and now - rec.finished_at < window:
+            return job_id
+        return None
 
 
 def _probe_op(b: Batch) -> None:
