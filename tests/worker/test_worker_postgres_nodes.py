@@ -155,9 +155,11 @@ def test_processes_option_on_postgres(postgres_url, tmp_path, nodes):
     nodes.append(node)
     node.wait_started(processes=2)
     with gq.Queue(postgres_url) as q:
-        ids = q.submit_many([{"type": "work", "payload": {"n": i, "sleep": 0.01}}
-                             for i in range(200)])
-        wait_until(lambda: q.stats()["by_state"]["completed"] == 200, 60, interval=0.1,
+        # 64 jobs of 0.5 s, at most 16 at once per child: one child alone cannot
+        # take them all, so both must run some
+        ids = q.submit_many([{"type": "work", "payload": {"n": i, "sleep": 0.5}}
+                             for i in range(64)])
+        wait_until(lambda: q.stats()["by_state"]["completed"] == 64, 60, interval=0.1,
                    what=f"every job completed: {q.stats()['by_state']}\n{node.output}")
         assert node.stop() == 0, node.output
         runs = read_runs(ledger)
