@@ -55,6 +55,7 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError
 from gq.store.opening import shown
+from gq.store import pg_scheduling
 from gq.store.pg_instances import Instances
 from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from gq.store.pg_wake import ListenDoorbell
@@ -450,11 +451,33 @@ class PostgresStore:
                 for job_id, owner, deadline, db_now in rows]
 
     # -- writes -----------------------------------------------------------------------
-    def submit(self, specs, *, max_depth=None, now):
-        return self._write(_SubmitOp(specs, max_depth, now))
+    def submit(self, specs, *, max_depth=None, now, key_window=0.0):
+        return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
-    async def asubmit(self, specs, *, max_depth=None, now):
-        return await self._awrite(_SubmitOp(specs, max_depth, now))
+    async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
+        return await self._awrite(_SubmitOp(specs, max_depth, now, key_window))
+
+    # -- scheduling (gq.store.pg_scheduling) ---------------------------------------------
+    def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
+                          key_window=0.0):
+        return self._write(functools.partial(pg_scheduling.submit_occurrence, name,
+                                             occurrence, _SubmitOp(specs, max_depth, now,
+                                                                   key_window)))
+
+    def expire_lifetimes(self, *, now, limit=1000):
+        return self._write(functools.partial(pg_scheduling.expire, now, limit))
+
+    async def aexpire_lifetimes(self, *, now, limit=1000):
+        return await self._awrite(functools.partial(pg_scheduling.expire, now, limit))
+
+    def next_expiry(self):
+        return pg_scheduling.next_expiry(self)
+
+    def blocked_count(self) -> int:
+        return pg_scheduling.blocked_count(self)
+
+    def waiting_on(self, job_id):
+        return pg_scheduling.waiting_on(self, job_id)
 
     def cancel(self, job_id, *, now):
         def op(tx: _Tx):
@@ -462,10 +485,12 @@ class PostgresStore:
             S.check_transition(rec.state, S.CANCELLED, job_id)
             if rec.state == S.RUNNING:
                 tx.ring = True   # its worker must stop the handler
-            return to_record(tx.write(
+            cancelled = to_record(tx.write(
                 f"UPDATE gq_jobs j SET state = 6, ready_seq = NULL, finished_at = %s, "
                 f"updated_at = %s WHERE id = %s RETURNING {J_COLUMNS}",
                 (now, now, job_id)).fetchone())
+            pg_scheduling.ended(tx, [job_id], "cancelled")
+            return cancelled
         return self._write(op)
 
     def retry(self, job_id, *, now):
@@ -666,12 +691,13 @@ class _SubmitOp:
     """The write op of submit / submit_many: every check first, then the new jobs
     are planned into the transaction (one multi-row INSERT for all its submits)."""
 
-    __slots__ = ("specs", "max_depth", "now")
+    __slots__ = ("specs", "max_depth", "now", "key_window")
 
-    def __init__(self, specs, max_depth, now):
+    def __init__(self, specs, max_depth, now, key_window=0.0):
         self.specs = specs
         self.max_depth = max_depth
         self.now = now
+        self.key_window = key_window
 
     def __call__(self, tx: _Tx) -> list[str]:
         specs = self.specs
@@ -680,8 +706,13 @@ class _SubmitOp:
         key_creator: dict[str, int] = {}
         folded = []                             # (index, creator index)
         keys = [s.key for s in specs if s.key and s.key not in tx.planned_keys]
+        # a key is held by its unfinished job, or one completed within key_window
+        # (the unfinished one, last in this order, wins)
         owners = dict(tx.rows("SELECT key, id FROM gq_jobs WHERE key = ANY(%s) "
-                              "AND state IN (0, 1, 2)", (keys,))) if keys else {}
+                              "AND (state IN (0, 1, 2) OR (state = 3 AND %s > 0 AND "
+                              "finished_at > %s)) ORDER BY state DESC",
+                              (keys, self.key_window, self.now - self.key_window))) \
+            if keys else {}
         named = [s.id for s in specs if s.id is not None]
         taken = {r[0] for r in tx.rows("SELECT id FROM gq_jobs WHERE id = ANY(%s)",
                                        (named,))} if named else set()
@@ -708,12 +739,13 @@ class _SubmitOp:
                     (f"gq-depth:{tx.store.schema}",))
             depth = tx.rows("SELECT coalesce(sum(n), 0)::int8 FROM gq_counts "
                             "WHERE state IN (0, 1)")[0][0]
+            depth -= tx.rows(pg_scheduling.REQUEUED_SQL)[0][0]   # retries do not count
             depth += sum(1 for p in tx.planned if p.state in _ACTIVE)
             if depth + len(fresh) > self.max_depth:
                 raise QueueFull(
-                    f"the queue holds {depth:,} unfinished jobs (pending + scheduled) and "
-                    f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
-                    "Retry later or add workers")
+                    f"the queue holds {depth:,} jobs waiting to run (pending + scheduled, "
+                    f"retries not counted) and max_depth is {self.max_depth:,}; "
+                    f"{len(fresh)} more would pass it. Retry later or add workers")
         # plan (nothing below raises a GQError)
         by_index: dict[int, _Planned] = {}
         for (i, spec), unmet in zip(fresh, waits):
@@ -859,6 +891,8 @@ def _finish_many(tx: _Tx, finishes, owner, now, records: bool = True):
     waiting = rows[0][-1] if rows else None
     if waiting:
         _release_dependents(tx, sorted(waiting), now)
+    for state in (S.FAILED, S.DEAD_LETTER):
+        pg_scheduling.ended(tx, [r[0] for r in rows if r[1] == state], S.STATE_NAMES[state])
     return refused, done
 
 
@@ -919,6 +953,7 @@ def _reclaim_owner(owner, now, crashed, quarantine_after, tx: _Tx):
             tx.write("UPDATE gq_jobs SET state = 5, lease_owner = '', lease_deadline = 0, "
                      "crashes = %s, error = %s, finished_at = %s, updated_at = %s "
                      "WHERE id = %s", (crashes, error, now, now, job_id))
+            pg_scheduling.ended(tx, [job_id], "dead_letter")
         else:
             tx.write("UPDATE gq_jobs SET state = 1, ready_seq = nextval('gq_seq'), "
                      "lease_owner = '', lease_deadline = 0, run_at = 0, crashes = %s, "
