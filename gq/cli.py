@@ -77,12 +77,33 @@ def cmd_submit(args) -> int:
     payload = _read_payload(args.payload)
     with _open(args, create=True) as q:
         jid = q.submit(args.type, payload, priority=args.priority, delay=args.delay,
-                       depends_on=args.depends_on or None, key=args.key, id=args.id)
+                       run_at=_parse_run_at(args.run_at), depends_on=args.depends_on or None,
+                       key=args.key, id=args.id,
+                       lifetime=None if args.lifetime is None else parse_duration(args.lifetime))
     if args.json:
         _print_json({"id": jid})
     else:
         print(jid)
     return 0
+
+
+def _parse_run_at(text):
+    """ISO 8601 with a timezone (2026-05-01T09:00:00Z) or epoch seconds."""
+    if text is None:
+        return None
+    from datetime import datetime
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise GQError(f"--run-at {text!r} is not an ISO 8601 time (e.g. "
+                      "2026-05-01T09:00:00Z) or epoch seconds") from None
+    if when.tzinfo is None:
+        raise GQError(f"--run-at {text!r} has no timezone; add Z or +HH:MM")
+    return when
 
 
 def _table(headers: list[str], rows: list[list], right: set[int] = frozenset()) -> None:
@@ -106,10 +127,14 @@ def _short(text: str, width: int = 60) -> str:
 def cmd_inspect(args) -> int:
     with _open(args) as q:
         job = q.get(args.id).as_dict()
+        if job["state"] == "pending":   # what it waits on, and whether it can ever run
+            job.update(q.waits(args.id))
     if args.json:
         _print_json(job)
         return 0
     error = job.pop("error")
+    if not job["max_attempts"]:
+        job["max_attempts"] = "- (the handler's or the queue's default)"
     for name, value in job.items():
         if isinstance(value, (dict, list)):
             value = orjson.dumps(value).decode()
@@ -387,16 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     p.add_argument("--delay", type=float, metavar="SECONDS",
                    help="seconds to wait before it may run")
+    p.add_argument("--run-at", metavar="TIME",
+                   help="do not run before TIME: ISO 8601 with a timezone "
+                   "(2026-05-01T09:00:00Z) or epoch seconds (wall clock)")
+    p.add_argument("--lifetime", metavar="DURATION",
+                   help="dead-letter the job if it has not finished DURATION after "
+                   "submission (e.g. 600, 30m, 12h)")
     p.add_argument("--depends-on", action="append", metavar="ID",
                    help="id of a job that must complete first (repeatable)")
     p.add_argument("--key", help="idempotency key: while a job with this key is "
-                   "unfinished, submitting it again returns that job's id")
+                   "unfinished, submitting it again prints that job's id and stores "
+                   "nothing")
     p.add_argument("--id", help="caller-chosen job id (unique)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("inspect", parents=[common], help="show one job",
                        description="Show one job: state, attempts, payload, result, "
-                       "and its last error with the traceback of a system failure.")
+                       "and its last error with the traceback of a system failure. For a "
+                       "pending job also what it waits on (waiting_on) and whether it is "
+                       "blocked (blocked_by: the chains from a dependency that ended "
+                       "failed, dead_letter or cancelled).")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_inspect)
 
@@ -459,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (a driver's message may span several)."""
+    return " ".join(str(error).split())
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -472,7 +512,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except GQError as e:
-        print(f"gq {args.command}: {e}", file=sys.stderr)
+        print(f"gq {args.command}: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -482,7 +522,7 @@ def main(argv=None) -> int:
     except Exception as e:    # a bug or an environment problem: still one line
         if os.environ.get(SHOW_TRACEBACK_ENV):
             raise
-        print(f"gq {args.command}: unexpected {type(e).__name__}: {e} "
+        print(f"gq {args.command}: unexpected {type(e).__name__}: {_one_line(e)} "
               f"(set {SHOW_TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
         return EXIT_ERROR
 

@@ -32,6 +32,7 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 def run_processes(worker) -> int:
     """Run `worker.processes` children until a signal; return 0 after they drain."""
+    from gq.recovery import reclaim_dead_owner
     from gq.worker import Worker
 
     queue = worker.queue
@@ -100,8 +101,8 @@ def run_processes(worker) -> int:
             if http is not None:
                 http.child_exited(pid)
             # a child that exited 0 drained gracefully: its leftovers are not crashes
-            reclaimed = queue.store.reclaim_owner(instance, now=time.time(),
-                                                  crashed=code != 0)
+            reclaimed = reclaim_dead_owner(queue.store, queue.path, instance,
+                                           crashed=code != 0)
             if code != 0 or reclaimed:
                 log.warning("worker process %d (%s) exited with %s; %d running jobs "
                             "reclaimed", pid, instance, code, len(reclaimed))

@@ -27,12 +27,16 @@ from gq import observe
 from gq._core import states as S
 from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
-from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
+from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError,
+                       ValidationError)
 from gq.jobs import Category, JobError
+from gq.periodic import PeriodicScheduler
 from gq.processes import EXIT_REPLACE, start_watchdog
 from gq.claims import QuotaBook
-from gq.recovery import RECOVERY_INTERVAL, announce, recover
+from gq.recovery import (RECOVERY_INTERVAL, DeathWatch, announce, reclaim_after_reboot,
+                         recover)
 from gq.retry import backoff_delay, should_retry
+from gq.sweeps import sweep
 from gq.threads import DaemonThreadPool
 
 log = logging.getLogger("gq.worker")
@@ -43,6 +47,7 @@ RETENTION_INTERVAL = 3600.0        # how often a worker purges jobs past the ret
 POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
 READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
 STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
+OUTCOME_RETRY_DELAY = 0.5          # after a storage failure, before outcomes are retried
 
 
 class Job:
@@ -129,6 +134,7 @@ class Worker:
         self._last_state_check = 0.0
         self._last_extend = 0.0
         self._last_recovery = 0.0
+        self._deaths = None            # DeathWatch, from serve()
         self._last_purge = time.monotonic()
         self._outcomes: list = []                 # (running, outcome) waiting for a commit
         self._outcome_writer: asyncio.Task | None = None
@@ -179,10 +185,15 @@ class Worker:
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
         liveness = announce(store, self.queue.path, self.instance_id)
-        reclaimed = recover(store, self.queue.path)
+        if getattr(store, "instances", None) is None:     # lock files: watch them
+            self._deaths = DeathWatch(self.queue.path, self.instance_id)
+            self._deaths.noticed()   # the dead known now are handled by the pass below
+        reclaimed = reclaim_after_reboot(store) + recover(store, self.queue.path)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
+        periodic = loop.create_task(PeriodicScheduler(self.queue).run()) \
+            if self.queue.schedules else None
         if self._supervised:
             start_watchdog(self)
         try:
@@ -198,6 +209,8 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.cancel()
+            if periodic is not None:
+                periodic.cancel()
             self._recorder.flush(0, force=True)
             if self._http_server is not None:
                 await self._http_server.stop()
@@ -408,6 +421,18 @@ class Worker:
                     finishes, owner=self.instance_id, now=time.time(),
                     candidates=self._claim_args(candidates),
                     lease_deadline=time.monotonic() + visibility)
+            except PersistenceError as e:
+                # the store failed (and reopens itself): keep the slots and the
+                # outcomes, try again shortly, rather than leave the jobs to their
+                # lease and run them twice
+                log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
+                          len(batch), e, OUTCOME_RETRY_DELAY)
+                self._quotas.settle(candidates)
+                for entry in [] if self._pulls else candidates:
+                    self._heap.push(*entry)
+                self._outcomes[:0] = batch
+                await asyncio.sleep(OUTCOME_RETRY_DELAY)
+                continue
             except GQError as e:
                 log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
                 refused, claimed = {}, []
@@ -537,6 +562,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            await sweep(self.queue)    # lifetimes, blocked and depth gauges
             if time.monotonic() - self._last_purge >= RETENTION_INTERVAL:
                 self._last_purge = time.monotonic()
                 try:
@@ -547,7 +573,8 @@ class Worker:
                                  self.queue.config.retention)
                 except GQError as e:
                     log.error("retention purge failed: %s", e)
-            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL:
+            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL or \
+                    (self._deaths is not None and self._deaths.noticed()):
                 self._last_recovery = time.monotonic()
                 try:
                     if recover(self.queue.store, self.queue.path):
@@ -580,7 +607,8 @@ class Worker:
             if state == S.RUNNING and attempts == running.record.attempts \
                     and owner == self.instance_id:
                 continue
-            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else "lease lost")
+            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else
+                               "lifetime ended" if state == S.DEAD_LETTER else "lease lost")
 
     def _stop_handler(self, job_id: str, reason: str) -> None:
         running = self._running.get(job_id)
