@@ -169,7 +169,7 @@ class Api:
         from gq import metrics_export
 
         body, content_type = await asyncio.to_thread(metrics_export.exposition,
-                                                     self.queue.store.counts)
+                                                     self.queue.store)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def dashboard(self, request):

@@ -190,6 +190,9 @@ def test_stats_lists_failures_blocked_and_pauses(make_queue, serve):
     assert blocked[child]["satisfiable"] is False
     assert [w["state"] for w in blocked[child]["waiting_on"]] == ["pending"]
     assert blocked[child]["blocked"] is True and blocked[child]["blocked_by"]
+    n_blocked = q.store.blocked_count()
+    assert n_blocked >= 2                       # both jobs below the cancelled one
+    assert f"gq_jobs_blocked {float(n_blocked)}" in api("GET", "/metrics").body.decode()
 
     assert api("POST", "/v1/types/ok/pause").json == {"paused": ["ok"]}
     assert q.paused() == {"ok"}

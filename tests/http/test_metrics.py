@@ -102,6 +102,7 @@ def test_metrics_after_a_run_have_every_design_name_and_true_counts(data_dir,
     assert value(samples, "gq_queue_pending", state="completed") == 12
     assert value(samples, "gq_queue_pending", state="dead_letter") == 2
     assert value(samples, "gq_queue_pending", state="failed") == 1
+    assert value(samples, "gq_jobs_blocked") == 0
     assert value(samples, "gq_workers_active") == 0
     assert proc.terminate() == 0
 
@@ -168,6 +169,6 @@ def test_in_process_worker_counts_into_the_registry(make_queue, serve):
     ids = [api("POST", "/v1/jobs", {"type": "counted"}).json["id"] for _ in range(5)]
     wait_all(q, ids, "completed")
     wait_until(lambda: completed() == before + 5, 5)
-    text, content_type = exposition(q.store.counts)
+    text, content_type = exposition(q.store)
     assert b'gq_jobs_completed_total{type="counted"}' in text
     assert content_type.startswith("text/plain")
