@@ -39,7 +39,11 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 
 stop() {
     as_owner "$bin/pg_ctl" -D "$cluster/data" -m immediate -w stop >/dev/null 2>&1 || true
-    rm -rf "$cluster"
+    # the server's last children may still be writing: retry until it is all gone
+    for _ in 1 2 3 4 5; do
+        rm -rf "$cluster" 2>/dev/null && [ ! -e "$cluster" ] && break
+        sleep 1
+    done
 }
 trap stop EXIT
 

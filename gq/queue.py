@@ -280,10 +280,12 @@ class Queue:
         is over, asking runs the probe transaction that can close it."""
         try:
             store = self._live_store()
-            health = getattr(store, "health", None)
+            health = getattr(store, "health", None)    # the circuit breaker's view
             if health is not None:
-                return health()
-            store.counts()
+                ready, reason = health()
+                if not ready:
+                    return ready, reason
+            store.counts()                             # and a read that must work
         except GQError as exc:
             return False, str(exc)
         return True, "ok"

@@ -215,6 +215,9 @@ def recover(store, data_dir: str, *, now_wall: float | None = None,
     instances = _instances(store, data_dir)
     now_wall = time.time() if now_wall is None else now_wall
     now_mono = time.monotonic() if now_mono is None else now_mono
+    reader_check = getattr(store, "reader_check", None)     # LMDB: dead readers' slots
+    if reader_check is not None and reader_check():
+        log.info("freed the LMDB reader slots of dead processes")
     running = store.running_leases()          # [(job_id, owner, lease_deadline)]
     if not running:
         return []

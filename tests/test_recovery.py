@@ -103,3 +103,18 @@ def test_expired_lease_of_a_live_owner_is_reclaimed(queue, data_dir):
     assert recover(queue.store, data_dir) == [jid]
     assert queue.get(jid).crashes == 0
     owner.release()
+
+
+def test_recovery_frees_the_reader_slot_of_a_killed_process(queue, data_dir):
+    """A process killed inside a read transaction leaves its LMDB reader slot
+    behind (pinning pages); the periodic recovery pass frees it."""
+    import subprocess
+    import sys
+    code = (f"import gq, time\nq = gq.Queue({data_dir!r})\ntxn = q.store._env.begin()\n"
+            "print('reading', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "reading\n"
+    proc.kill()
+    proc.wait()
+    recover(queue.store, data_dir)
+    assert queue.store.reader_check() == 0    # already freed by the pass

@@ -106,7 +106,7 @@ class Store(Protocol):
 
     # Optional, used by Queue.readiness() when present (else a counts() read):
     # health() -> (ready, reason): False while the store's circuit breaker
-    # (gq.store.breaker) is open or reads fail; runs the breaker's probe
+    # (gq.store.breaker) is open; runs the breaker's probe
     # transaction once its cool-down is over. A store that has it also refuses
     # submissions with StoreUnavailable while the circuit is open.
     #

@@ -615,12 +615,11 @@ class LMDBStore:
 
     # -- health -----------------------------------------------------------------
     def health(self) -> tuple[bool, str]:
-        """(ready, reason): False while the circuit is open or reads fail. Runs
-        the probe transaction when the circuit's cool-down is over."""
+        """(ready, reason): False while the circuit is open. Runs the probe
+        transaction when the circuit's cool-down is over."""
         try:
             if self.breaker.admit():
                 self._probe()
-            self.counts()
         except GQError as e:
             return False, str(e)
         return True, "ok"
@@ -774,6 +773,14 @@ class LMDBStore:
                 reclaimed.append((rec.id, owner))
             return reclaimed
         return self._write(op)
+
+    def reader_check(self) -> int:
+        """Free the reader slots of dead processes (a killed process leaves its
+        slot behind, and the snapshot it names keeps LMDB from reusing pages, so
+        the file grows). Returns how many were freed."""
+        self._check_open()
+        with self._gate.reading():
+            return self._env.reader_check() if self._env is not None else 0
 
     def running_leases(self) -> list[tuple[str, str, float]]:
         """(job id, lease owner, lease deadline) of every running job."""

@@ -30,7 +30,8 @@ def acquire(location: str, config):
             raise DataDirError(f"{location.split('://')[0]}:// queues need psycopg 3 and "
                                f"psycopg_pool: pip install 'gopherqueue[postgres]' ({e})"
                                ) from None
-        return pg_registry.acquire(location)
+        return pg_registry.acquire(location, circuit_threshold=config.circuit_threshold,
+                                   circuit_cooldown=config.circuit_cooldown)
     from gq.store.lmdb import registry
     return registry.acquire(location, config.map_size,
                             circuit_threshold=config.circuit_threshold,

@@ -49,11 +49,15 @@ from psycopg_pool import ConnectionPool
 from gq._core import states as S
 from gq._core.codec import JobRecord
 from gq.claims import ClaimQuota
-from gq.config import CRASH_QUARANTINE_DEFAULT
+from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
+                       CRASH_QUARANTINE_DEFAULT)
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition, JobNotFound,
                        LeaseLost, NotRetriable, PersistenceError, QueueFull, StorageFull,
+                       StoreUnavailable,
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError
+from gq.metrics import PERSISTENCE_ERRORS
+from gq.store.breaker import CircuitBreaker
 from gq.store.opening import shown
 from gq.store import pg_scheduling
 from gq.store.pg_instances import Instances
@@ -213,8 +217,11 @@ class PostgresStore:
 
     pulls = True   # workers claim by quota: the database picks the jobs
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
+                 circuit_cooldown: float = CIRCUIT_COOLDOWN_DEFAULT):
         self.path = url
+        self.breaker = CircuitBreaker(redact(url), threshold=circuit_threshold,
+                                      cooldown=circuit_cooldown)
         try:
             self._prepare(url)
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
@@ -277,10 +284,18 @@ class PostgresStore:
     def _run_batch(self, lane, ops) -> None:
         try:
             self._commit(lane, ops)
+            self.breaker.succeeded()
             return
         except _PartialWrite:
             pass
         except Exception as e:
+            if _is_engine_failure(e):
+                # the server or the way to it failed: never retried in place (the
+                # callers retry), and counted by the circuit breaker
+                error = self._storage_failed(e)
+                for op in ops:
+                    op.result, op.error = None, error
+                return
             if len(ops) == 1 and not _retriable(e):
                 ops[0].result, ops[0].error = None, self._translate(e)
                 return
@@ -290,14 +305,26 @@ class PostgresStore:
             for attempt in range(RETRIES):
                 try:
                     self._commit(lane, [op])
+                    self.breaker.succeeded()
                     break
                 except _PartialWrite as e:
                     op.result, op.error = None, e.__cause__
                     break
                 except Exception as e:
-                    op.result, op.error = None, self._translate(e)
+                    op.result, op.error = None, self._storage_failed(e) \
+                        if _is_engine_failure(e) else self._translate(e)
                     if not _retriable(e):
                         break
+
+    def _storage_failed(self, e: Exception) -> Exception:
+        """Count and log a failure of the server (or of the way to it), feed the
+        circuit breaker (a full disk excepted: it has its own answer)."""
+        PERSISTENCE_ERRORS.inc()
+        error = self._translate(e)
+        log.error("persistence error on %s: %s", redact(self.path), str(e).strip())
+        if not isinstance(error, StorageFull):
+            self.breaker.failed(e)
+        return error
 
     def _commit(self, lane, ops) -> None:
         for attempt in range(2):
@@ -305,8 +332,7 @@ class PostgresStore:
                 return self._commit_once(lane, ops)
             except _SessionGone:
                 if attempt:
-                    raise PersistenceError(f"PostgreSQL at {redact(self.path)} cannot be "
-                                           "reached; nothing was written") from None
+                    raise
 
     def _commit_once(self, lane, ops) -> None:
         began = False
@@ -330,7 +356,8 @@ class PostgresStore:
                 if not began:
                     # it was gone before the transaction began (a server restart,
                     # an idle session ended): nothing ran, a new session may retry
-                    raise _SessionGone() from None
+                    raise _SessionGone("the server cannot be reached; nothing was "
+                                       "written") from None
                 raise
         if tx.ring:
             self.doorbell.ring()   # this process's workers, without the round trip
@@ -452,10 +479,38 @@ class PostgresStore:
 
     # -- writes -----------------------------------------------------------------------
     def submit(self, specs, *, max_depth=None, now, key_window=0.0):
+        if self.breaker.admit():
+            self._probe()
         return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
     async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
+        if self.breaker.admit():
+            await self._aprobe()
         return await self._awrite(_SubmitOp(specs, max_depth, now, key_window))
+
+    # -- health (the circuit breaker: gq.store.breaker) -----------------------------------
+    def health(self) -> tuple[bool, str]:
+        """(ready, reason): False while the circuit is open or reads fail. Runs
+        the probe transaction when the circuit's cool-down is over."""
+        try:
+            if self.breaker.admit():
+                self._probe()
+            self.counts()
+        except GQError as e:
+            return False, str(e)
+        return True, "ok"
+
+    def _probe(self) -> None:
+        try:
+            self._write(_probe_op)
+        except GQError as e:
+            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
+
+    async def _aprobe(self) -> None:
+        try:
+            await self._awrite(_probe_op)
+        except GQError as e:
+            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
 
     # -- scheduling (gq.store.pg_scheduling) ---------------------------------------------
     def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
@@ -679,6 +734,17 @@ class _SessionGone(Exception):
 
 class _PartialWrite(Exception):
     """An op raised a GQError after it had written: its transaction must go."""
+
+
+def _probe_op(tx: _Tx) -> None:
+    """One small durable write: the circuit breaker's probe."""
+    tx.write("UPDATE gq_meta SET value = value WHERE key = 'schema_version'")
+
+
+def _is_engine_failure(e: Exception) -> bool:
+    """The server or the connection failed (not a refusal, not a conflict)."""
+    return isinstance(e, psycopg.OperationalError) and not _retriable(e) or \
+        isinstance(e, (pg_errors.SystemError, _SessionGone))
 
 
 def _retriable(e: Exception) -> bool:
@@ -986,11 +1052,11 @@ class _Registry:
         self._inherited: list = []
         os.register_at_fork(after_in_child=self._forget_after_fork)
 
-    def acquire(self, url: str) -> PostgresStore:
+    def acquire(self, url: str, **options) -> PostgresStore:
         with self._lock:
             entry = self._stores.get(url)
             if entry is None:
-                entry = self._stores[url] = [PostgresStore(url), 0]
+                entry = self._stores[url] = [PostgresStore(url, **options), 0]
             entry[1] += 1
             return entry[0]
 

@@ -277,3 +277,42 @@ def test_store_outlives_its_sessions_being_ended(stores, postgres_url):
         assert store.counts()[(S.SCHEDULED, "t")] >= 3
     finally:
         listener.doorbell.unlisten(sock)
+
+
+def test_circuit_breaker_opens_while_the_server_refuses_and_closes_after(postgres_url):
+    """The server refuses every session (its database closed to connections, the
+    open ones ended): writes fail, the circuit opens (StoreUnavailable, readiness
+    false); once the server accepts again, the probe after the cool-down closes it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import secrets as _secrets
+
+    server = postgres_url.split("?")[0]
+    name = f"gq_breaker_{_secrets.token_hex(4)}"
+    admin = psycopg.connect(server, autocommit=True)
+    admin.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(server)
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    store = PostgresStore(url, circuit_threshold=2, circuit_cooldown=0.5)
+    try:
+        store.submit([spec()], max_depth=None, now=time.time())
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s", (name,))
+        for _ in range(2):
+            with pytest.raises(gq.errors.PersistenceError):
+                store.submit([spec()], max_depth=None, now=time.time())
+        with pytest.raises(gq.errors.StoreUnavailable, match="circuit open"):
+            store.submit([spec()], max_depth=None, now=time.time())
+        ready, reason = store.health()
+        assert not ready and "unavailable" in reason
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        time.sleep(0.6)
+        assert store.health() == (True, "ok")           # the probe closed it
+        store.submit([spec()], max_depth=None, now=time.time())
+        assert store.counts() == {(S.SCHEDULED, "t"): 2}
+    finally:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        store.close()
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()

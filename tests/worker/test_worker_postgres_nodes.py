@@ -141,7 +141,11 @@ def test_sigkilled_node_jobs_run_elsewhere_never_twice_at_once(postgres_url, tmp
                 assert (job.attempts, job.crashes) == (2, 1), job
                 assert next(r for r in sorted(runs[jid]) if r[1] != killed_at)[2] != victim.pid
             else:
-                assert job.attempts == 1, job
+                # claimed by the victim but killed before its handler started: the
+                # claim was an attempt, the crash is counted, it ran once elsewhere
+                assert (job.attempts, job.crashes) in ((1, 0), (2, 1)), job
+                if job.crashes:
+                    assert runs[jid][0][2] != victim.pid
         survivors = {r[2] for jid in interrupted for r in runs[jid] if r[2] != victim.pid}
         assert survivors <= {n.pid for n in nodes[1:]}
         print(f"{len(interrupted)} jobs of the killed node ran on {sorted(survivors)}")
@@ -155,9 +159,11 @@ def test_processes_option_on_postgres(postgres_url, tmp_path, nodes):
     nodes.append(node)
     node.wait_started(processes=2)
     with gq.Queue(postgres_url) as q:
-        ids = q.submit_many([{"type": "work", "payload": {"n": i, "sleep": 0.01}}
-                             for i in range(200)])
-        wait_until(lambda: q.stats()["by_state"]["completed"] == 200, 60, interval=0.1,
+        # 64 jobs of 0.5 s, at most 16 at once per child: one child alone cannot
+        # take them all, so both must run some
+        ids = q.submit_many([{"type": "work", "payload": {"n": i, "sleep": 0.5}}
+                             for i in range(64)])
+        wait_until(lambda: q.stats()["by_state"]["completed"] == 64, 60, interval=0.1,
                    what=f"every job completed: {q.stats()['by_state']}\n{node.output}")
         assert node.stop() == 0, node.output
         runs = read_runs(ledger)
