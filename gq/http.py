@@ -169,7 +169,7 @@ class Api:
         from gq import metrics_export
 
         body, content_type = await asyncio.to_thread(metrics_export.exposition,
-                                                     self.queue.store.counts)
+                                                     self.queue.store)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def dashboard(self, request):
@@ -264,6 +264,8 @@ class Api:
                                     "state": dep.state.value if dep else "missing"})
             blocker = self._follow(job, chain)
             entry = _summary(job)
+            marked = self.queue.waits(job.id)      # the store's own blocked marking
+            entry.update(blocked=marked["blocked"], blocked_by=marked["blocked_by"])
             entry.update(waiting_on=waiting, chain=chain,
                          blocker=_summary(blocker) if blocker else None,
                          satisfiable=blocker is None or not (blocker.state.terminal or

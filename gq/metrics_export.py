@@ -26,8 +26,6 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from typing import Callable
-
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest,
                                values)
 from prometheus_client.metrics import MetricWrapperBase
@@ -140,23 +138,25 @@ def _remove_dead_runs(base: str) -> None:
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
-def refresh_queue_gauges(counts: Callable[[], dict]) -> None:
-    """gq_queue_pending by state, read from the store's counts at scrape time."""
+def refresh_queue_gauges(store) -> None:
+    """The gauges read from the store at scrape time: gq_queue_pending by state
+    (the store's counts) and gq_jobs_blocked."""
     from gq.jobs import state_from_code
 
     by_state = {name: 0 for name in ("pending", "scheduled", "running", "completed",
                                      "failed", "dead_letter", "cancelled")}
-    for (code, _type), n in counts().items():
+    for (code, _type), n in store.counts().items():
         by_state[state_from_code(code).value] += n
     for state, n in by_state.items():
         M.QUEUE_PENDING.labels(state).set(n)
+    M.JOBS_BLOCKED.set(store.blocked_count())
 
 
-def exposition(counts: Callable[[], dict] | None = None) -> tuple[bytes, str]:
+def exposition(store=None) -> tuple[bytes, str]:
     """The Prometheus text for this process, or for all processes of this
-    supervisor run; `counts` (the store's) refreshes the queue gauges first."""
-    if counts is not None:
-        refresh_queue_gauges(counts)
+    supervisor run; with `store`, the gauges read from it are refreshed first."""
+    if store is not None:
+        refresh_queue_gauges(store)
     if _run_dir is None:
         return generate_latest(M.REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()

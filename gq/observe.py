@@ -1,12 +1,12 @@
 """Recording what the queue and the worker do into the metrics of gq.metrics.
 
 The worker's hot path must not pay a prometheus-client call (a lock, checks,
-a few microseconds; more on a busy machine) per job. So a worker records into a
-`WorkerRecorder` of its own — appends to two lists — and flushes it once per
-dispatch turn or committed batch: each histogram gets one increment per bucket
-hit and one for its sum, completions one increment per type, and the busy-slot
-gauges are set when they changed, at most every GAUGE_INTERVAL (a change that
-comes sooner is set by a timer when the interval has passed).
+a few microseconds; more on a busy machine) per job, nor per committed batch
+(a busy worker commits small batches often). So a worker records into a
+`WorkerRecorder` of its own — list appends and a dict update — and a timer
+applies what piled up every APPLY_INTERVAL while there is something to apply:
+each histogram gets one increment per bucket hit and one for its sum,
+completions one increment per type, the busy-slot gauges one set.
 
 Labelled children are looked up once per label set and cached (`labels()`
 hashes and locks on every call). `forget_children()` drops the cache;
@@ -17,12 +17,11 @@ gq.metrics_export calls it whenever the metric values move to new storage
 from __future__ import annotations
 
 import asyncio
-import time
 from bisect import bisect_left
 
 from gq import metrics as M
 
-GAUGE_INTERVAL = 0.05      # seconds between two updates of the busy-slot gauges
+APPLY_INTERVAL = 0.05      # seconds a worker's metrics may lag behind its work
 
 _children: dict = {}       # (metric, label values) -> its child
 
@@ -81,18 +80,18 @@ def observe_many(histogram_child, values) -> None:
 
 
 class WorkerRecorder:
-    """One worker's metrics, gathered on its event loop and flushed in batches."""
+    """One worker's metrics, gathered on its event loop and applied in batches."""
 
-    __slots__ = ("slots", "_waits", "_runs", "_busy", "_busy_at", "_latest", "_timer")
+    __slots__ = ("slots", "_waits", "_runs", "_completed", "_busy", "_latest", "_timer")
 
     def __init__(self, slots: int):
         self.slots = slots
         self._waits: list[float] = []
         self._runs: list[tuple[str, float]] = []
+        self._completed: dict[str, int] = {}
         self._busy = -1           # what the gauges show
-        self._busy_at = 0.0
-        self._latest = 0          # the latest count handed to flush()
-        self._timer = None        # a deferred gauge update, if one is due
+        self._latest = 0          # the busy count last handed to flush()
+        self._timer = None        # the pending apply, if one is scheduled
 
     def started(self, record) -> None:
         """A job just claimed: its queue wait, from when it could run (submit or
@@ -105,12 +104,26 @@ class WorkerRecorder:
     def ran(self, job_type: str, seconds: float) -> None:
         self._runs.append((job_type, seconds))
 
-    @staticmethod
-    def completed(per_type: dict[str, int]) -> None:
+    def completed(self, per_type: dict[str, int]) -> None:
+        done = self._completed
         for job_type, n in per_type.items():
-            _child(M.JOBS_COMPLETED, job_type).inc(n)
+            done[job_type] = done.get(job_type, 0) + n
 
     def flush(self, busy: int, force: bool = False) -> None:
+        """Called every dispatch turn with the busy-slot count: what was recorded
+        reaches the metrics within APPLY_INTERVAL (at once with `force`)."""
+        self._latest = busy
+        if force:
+            self._apply()
+        elif self._timer is None and (self._waits or self._runs or self._completed
+                                      or busy != self._busy):
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(APPLY_INTERVAL, self._apply)
+
+    def _apply(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._waits:
             waits, self._waits = self._waits, []
             observe_many(M.QUEUE_WAIT, waits)
@@ -121,19 +134,11 @@ class WorkerRecorder:
                 by_type.setdefault(job_type, []).append(seconds)
             for job_type, values in by_type.items():
                 observe_many(_child(M.EXECUTION, job_type), values)
-        self._latest = busy
-        if busy == self._busy:
-            return
-        wait = GAUGE_INTERVAL - (time.monotonic() - self._busy_at)
-        if force or wait <= 0:
-            self._set_gauges()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._set_gauges)
-
-    def _set_gauges(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._busy, self._busy_at = self._latest, time.monotonic()
-        M.WORKERS_ACTIVE.set(self._busy)
-        M.WORKER_UTILIZATION.set(self._busy / self.slots)
+        if self._completed:
+            done, self._completed = self._completed, {}
+            for job_type, n in done.items():
+                _child(M.JOBS_COMPLETED, job_type).inc(n)
+        if self._latest != self._busy:
+            self._busy = self._latest
+            M.WORKERS_ACTIVE.set(self._busy)
+            M.WORKER_UTILIZATION.set(self._busy / self.slots)

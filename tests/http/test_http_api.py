@@ -4,6 +4,8 @@ its own event loop, a real LMDB store, a stdlib HTTP client."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 
 import pytest
@@ -187,6 +189,10 @@ def test_stats_lists_failures_blocked_and_pauses(make_queue, serve):
     assert blocked[child]["blocker"]["state"] == "cancelled"
     assert blocked[child]["satisfiable"] is False
     assert [w["state"] for w in blocked[child]["waiting_on"]] == ["pending"]
+    assert blocked[child]["blocked"] is True and blocked[child]["blocked_by"]
+    n_blocked = q.store.blocked_count()
+    assert n_blocked >= 2                       # both jobs below the cancelled one
+    assert f"gq_jobs_blocked {float(n_blocked)}" in api("GET", "/metrics").body.decode()
 
     assert api("POST", "/v1/types/ok/pause").json == {"paused": ["ok"]}
     assert q.paused() == {"ok"}
@@ -217,52 +223,49 @@ def test_token_from_the_environment(make_queue, serve, monkeypatch):
     assert api("GET", "/v1/stats", token="from-env").status == 200
 
 
-class FailingStore:
-    """A fault injected at the store boundary: while `failing` is set, reads and
-    submits raise what a failing storage engine raises (the recovery work's
-    circuit breaker turns repeated failures into StoreUnavailable the same way)."""
+@pytest.fixture
+def faults(monkeypatch):
+    """Storage faults where the store meets LMDB (the circuit breaker tests' real
+    environment whose write commits fail with an I/O error, as planned)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from test_circuit_breaker import FaultPlan, FaultyEnv
 
-    def __init__(self, store):
-        self.store = store
-        self.failing = False
+    from gq.store import lmdb as lmdb_store
 
-    def __getattr__(self, name):
-        attr = getattr(self.store, name)
-        if name in ("counts", "health", "asubmit", "submit", "get") and callable(attr):
-            def guarded(*args, **kwargs):
-                if self.failing:
-                    raise gq.StoreUnavailable("store circuit open after 5 consecutive "
-                                              "I/O errors (injected); retry later")
-                return attr(*args, **kwargs)
-            if name == "asubmit":
-                async def aguarded(*args, **kwargs):
-                    if self.failing:
-                        guarded()
-                    return await attr(*args, **kwargs)
-                return aguarded
-            return guarded
-        return attr
+    plan = FaultPlan()
+    real_open = lmdb_store._open_env
+    monkeypatch.setattr(lmdb_store, "_open_env",
+                        lambda path, map_size: FaultyEnv(real_open(path, map_size), plan))
+    return plan
 
 
-def test_readiness_flips_with_a_store_fault(make_queue, serve):
-    q = register(make_queue())
-    api = serve(q)
-    assert api("GET", "/readyz").status == 200
-    faulty = FailingStore(q._store)
-    q._store = faulty
+def test_readiness_flips_with_a_store_fault(data_dir, serve, faults):
+    q = register(gq.Queue(data_dir, circuit_threshold=3, circuit_cooldown=0.3))
     try:
-        faulty.failing = True
-        r = api("GET", "/readyz")
-        assert r.status == 503 and "circuit open" in r.json["reason"]
-        sub = api("POST", "/v1/jobs", {"type": "ok"})
-        assert sub.status == 503 and sub.json["error"] == "StoreUnavailable"
-        assert "retry later" in sub.json["message"]
-        assert api("GET", "/healthz").status == 200       # alive, just not ready
-        faulty.failing = False
+        api = serve(q)
         assert api("GET", "/readyz").status == 200
+        faults.fail_next = 1_000                      # the disk starts failing
+        for _ in range(3):
+            r = api("POST", "/v1/jobs", {"type": "ok"})
+            assert r.status == 503 and r.json["error"] == "PersistenceError", r
+            assert "Input/output error" in r.json["message"]
+        refused = api("POST", "/v1/jobs", {"type": "ok"})
+        assert refused.status == 503 and refused.json["error"] == "StoreUnavailable"
+        assert "circuit open" in refused.json["message"]
+        r = api("GET", "/readyz")
+        assert r.status == 503 and r.json["status"] == "not ready" and r.json["reason"]
+        assert api("GET", "/healthz").status == 200       # alive, just not ready
+        metrics = api("GET", "/metrics").body.decode()
+        assert "gq_circuit_open 1.0" in metrics
+
+        faults.fail_next = 0                          # the fault is gone: a probe closes it
+        wait_until(lambda: api("GET", "/readyz").status == 200, 10,
+                   what="/readyz back to 200 after the cool-down's probe")
         assert api("POST", "/v1/jobs", {"type": "ok"}).status == 201
+        assert "gq_circuit_open 0.0" in api("GET", "/metrics").body.decode()
+        api.worker.stop(timeout=15)
     finally:
-        q._store = faulty.store
+        q.close()
 
 
 def test_not_ready_while_draining(make_queue, serve):
