@@ -110,6 +110,8 @@ def cmd_inspect(args) -> int:
         _print_json(job)
         return 0
     error = job.pop("error")
+    if not job["max_attempts"]:
+        job["max_attempts"] = "- (the handler's or the queue's default)"
     for name, value in job.items():
         if isinstance(value, (dict, list)):
             value = orjson.dumps(value).decode()
@@ -450,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (a driver's message may span several)."""
+    return " ".join(str(error).split())
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -463,7 +470,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except GQError as e:
-        print(f"gq {args.command}: {e}", file=sys.stderr)
+        print(f"gq {args.command}: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -473,7 +480,7 @@ def main(argv=None) -> int:
     except Exception as e:    # a bug or an environment problem: still one line
         if os.environ.get(SHOW_TRACEBACK_ENV):
             raise
-        print(f"gq {args.command}: unexpected {type(e).__name__}: {e} "
+        print(f"gq {args.command}: unexpected {type(e).__name__}: {_one_line(e)} "
               f"(set {SHOW_TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
         return EXIT_ERROR
 

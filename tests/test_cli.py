@@ -284,3 +284,32 @@ def test_every_data_command_speaks_json(tmp_path):
         {"purged": 1}
     assert json.loads(gq("retry", "--dead-letter", "--json", data=data).stdout) == \
         {"retried": []}
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--concurrency", "0"], "concurrency must be an integer of at least 1"),
+    (["--processes", "-2"], "processes must be an integer of at least 1"),
+    (["--shutdown-timeout", "-1"], "shutdown_timeout must be zero or more seconds"),
+    (["--concurrency", "lots"], "argument --concurrency: invalid int value"),
+])
+def test_worker_bad_options(tmp_path, option, message):
+    (tmp_path / "ok_app.py").write_text(
+        f"import gq\nq = gq.Queue({str(tmp_path / 'd')!r})\n"
+        "@q.handler('t')\ndef t(job):\n    return 1\n")
+    out = subprocess.run([sys.executable, "-m", "gq.cli", "worker", "ok_app:q", *option],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert_one_clear_line(out, message)
+
+
+def test_worker_queue_without_handlers(tmp_path):
+    (tmp_path / "bare_app.py").write_text(
+        f"import gq\nq = gq.Queue({str(tmp_path / 'd')!r})\n")
+    out = subprocess.run([sys.executable, "-m", "gq.cli", "worker", "bare_app:q"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert_one_clear_line(out, "the queue has no handlers")
+
+
+def test_unreachable_postgres_is_one_line():
+    """A database driver's multi-line message still makes one line."""
+    out = gq("stats", data="postgresql://nobody@127.0.0.1:1/none", check=False)
+    assert_one_clear_line(out, "postgresql://")

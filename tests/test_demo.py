@@ -70,3 +70,31 @@ def test_refuses_a_used_data_dir(tmp_path):
     gq.Queue(data).close()
     with pytest.raises(gq.DataDirError, match="already holds a gq store"):
         run_demo(data, jobs=5, out=io.StringIO())
+
+
+def test_live_progress_bar_on_a_terminal(tmp_path):
+    """On a TTY the bar redraws in place (carriage returns), then the summary."""
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gq.cli", "demo", "--jobs", "30",
+                             "--data", str(tmp_path / "demo")],
+                            stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:          # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(120) == 0, proc.stderr.read()
+    os.close(leader)
+    screen = b"".join(chunks).decode()
+    assert "\r[" in screen and "39/39 finished" in screen
+    assert "(0 running" not in screen          # the plain-line form is for non-terminals
+    assert "failed attempts by category:" in screen
