@@ -4,8 +4,9 @@ beside its baseline from the same run, in one table and one JSON file.
     python -m benchmarks [--quick | --full] [--dir DIR] [--json OUT]
 
 --quick (CI smoke, ~30 s) and --full (the published figures, ~3 min; the
-default) run the same measurements at different sizes. The pieces are the scripts beside
-this file (store_throughput, drain, restart); run one alone to iterate on it.
+default) run the same measurements at different sizes. The pieces are the scripts
+beside this file (store_throughput, drain, restart, scheduling); run one alone to
+iterate on it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import drain, restart, store_throughput
+from benchmarks import drain, restart, scheduling, store_throughput
 from benchmarks.baselines import write_json
 from benchmarks.test_core_bench import make_jobs, run_heapq, run_ready_heap
 
@@ -73,6 +74,7 @@ def run(base: str, quick: bool) -> dict:
     for rate in LATENCY_RATES:
         f.update(drain.latency(base, rate, 2.0 if quick else 10.0))
     f.update(restart.measure(base, 20_000 if quick else 1_000_000))
+    f.update(scheduling.measure(base, quick))
     return f
 
 
@@ -133,6 +135,13 @@ def table(f: dict) -> list[tuple[str, str, str, str]]:
          "target <= 200 B total", f"{f['rss_bytes_per_pending_job']:.0f} B total"),
         ("disk per pending job", f"{f['disk_bytes_per_job']:.0f} B",
          f"its record {f['mean_record_bytes']:.0f} B", f"{f['disk_vs_record']:.2f}x"),
+        (f"drain beside {f['dispatch_delayed_jobs']:,} delayed jobs",
+         f"{f['dispatch_with_delayed_per_s']:,}/s",
+         f"no delayed jobs {f['dispatch_0_delayed_per_s']:,}/s",
+         f"{f['dispatch_delayed_vs_none']:.2f}x"),
+        ("submit_many, 5 dependencies per job", f"{f['submit_many_5_deps_per_s']:,}/s",
+         f"no dependencies {f['submit_many_no_deps_per_s']:,}/s",
+         f"{f['submit_5_deps_vs_none']:.2f}x"),
     ]
     return rows
 

@@ -28,10 +28,13 @@ class CheckReport:
 
 def check_store(store) -> CheckReport:
     """Decode every record (checksum verified) and compare every index with them."""
+    if hasattr(store, "check"):      # PostgreSQL: its own checks (gq.store.pg_check)
+        return store.check(CheckReport())
     report = CheckReport()
     db = store._db
     expected_listing, expected_ready, expected_delayed = set(), set(), set()
     counts: Counter = Counter()
+    requeued, pending = 0, set()
     with store._read() as txn:
         with txn.cursor(db=db["jobs"]) as cur:
             for key, value in cur:
@@ -47,6 +50,9 @@ def check_store(store) -> CheckReport:
                     continue
                 expected_listing.add(K.listing_key(rec.type, rec.state, rec.seq))
                 counts[(rec.state, rec.type)] += 1
+                requeued += rec.state == S.SCHEDULED and rec.started_at > 0
+                if rec.state == S.PENDING:
+                    pending.add(job_id)
                 if rec.state == S.SCHEDULED:
                     if rec.ready_seq:
                         expected_ready.add(K.ready_key(rec.ready_seq))
@@ -55,9 +61,17 @@ def check_store(store) -> CheckReport:
         damaged_ids = {job_id for job_id, _ in report.damaged}
         found = {"listing": set(), "ready": set(), "delayed": set()}
         prefixes = {b"L": "listing", K.READY: "ready", b"D": "delayed"}
+        blocked = set()
         with txn.cursor(db=db["index"]) as cur:
             for key, value in cur:
                 key = bytes(key)
+                if key[:1] == K.BLOCKED:   # blocked marks belong to pending jobs
+                    job_id = key[1:].partition(b"\0")[0].decode(errors="replace")
+                    blocked.add(job_id)
+                    if job_id not in pending and job_id not in damaged_ids:
+                        report.index_problems.append(
+                            f"blocked entry of job {job_id!r}, which is not pending")
+                    continue
                 kind = prefixes.get(key[:1])
                 if kind is None:
                     continue
@@ -73,6 +87,14 @@ def check_store(store) -> CheckReport:
             for key in sorted(expected - found[kind]):
                 report.index_problems.append(f"{kind} entry missing for a stored job "
                                              f"(key {key!r})")
+        if not damaged_ids:
+            for name, key, actual in (("requeued", K.META_REQUEUED, requeued),
+                                      ("blocked", K.META_BLOCKED, len(blocked))):
+                raw = txn.get(key, db=db["meta"])
+                if (K.unpack_u64(raw) if raw else 0) != actual:
+                    report.index_problems.append(
+                        f"{name} counter is {K.unpack_u64(raw) if raw else 0}, the records "
+                        f"say {actual}")
         stored_counts = store._read_counts(txn)
         if not damaged_ids and stored_counts != dict(counts):
             report.index_problems.append(

@@ -77,12 +77,33 @@ def cmd_submit(args) -> int:
     payload = _read_payload(args.payload)
     with _open(args, create=True) as q:
         jid = q.submit(args.type, payload, priority=args.priority, delay=args.delay,
-                       depends_on=args.depends_on or None, key=args.key, id=args.id)
+                       run_at=_parse_run_at(args.run_at), depends_on=args.depends_on or None,
+                       key=args.key, id=args.id,
+                       lifetime=None if args.lifetime is None else parse_duration(args.lifetime))
     if args.json:
         _print_json({"id": jid})
     else:
         print(jid)
     return 0
+
+
+def _parse_run_at(text):
+    """ISO 8601 with a timezone (2026-05-01T09:00:00Z) or epoch seconds."""
+    if text is None:
+        return None
+    from datetime import datetime
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise GQError(f"--run-at {text!r} is not an ISO 8601 time (e.g. "
+                      "2026-05-01T09:00:00Z) or epoch seconds") from None
+    if when.tzinfo is None:
+        raise GQError(f"--run-at {text!r} has no timezone; add Z or +HH:MM")
+    return when
 
 
 def _table(headers: list[str], rows: list[list], right: set[int] = frozenset()) -> None:
@@ -106,6 +127,8 @@ def _short(text: str, width: int = 60) -> str:
 def cmd_inspect(args) -> int:
     with _open(args) as q:
         job = q.get(args.id).as_dict()
+        if job["state"] == "pending":   # what it waits on, and whether it can ever run
+            job.update(q.waits(args.id))
     if args.json:
         _print_json(job)
         return 0
@@ -268,7 +291,8 @@ def cmd_worker(args) -> int:
                       f"which stores its jobs in {queue.path}; drop --data or point the "
                       "queue there")
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
-                       shutdown_timeout=args.shutdown_timeout)
+                       shutdown_timeout=args.shutdown_timeout, http=args.http,
+                       http_token=args.token or None)
     logging.getLogger("gq.worker").info("serving %s from %s", args.target,
                                         opening.shown(queue.path))
     return worker.run()
@@ -366,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes sharing the data dir (default 1)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds a graceful drain waits for running jobs (default 30)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve the HTTP API (/v1/...), /metrics, /healthz, /readyz and "
+                   "the dashboard (/) here; a bare PORT binds 127.0.0.1. With "
+                   "--processes N the supervisor serves it, metrics summed over the "
+                   "processes")
+    p.add_argument("--token", default=os.environ.get("GQ_TOKEN"),
+                   help="bearer token required on /v1/* (default: $GQ_TOKEN; none: "
+                   "open to whoever reaches the address)")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="log lines as text (default) or JSON objects")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default INFO)")
@@ -380,16 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     p.add_argument("--delay", type=float, metavar="SECONDS",
                    help="seconds to wait before it may run")
+    p.add_argument("--run-at", metavar="TIME",
+                   help="do not run before TIME: ISO 8601 with a timezone "
+                   "(2026-05-01T09:00:00Z) or epoch seconds (wall clock)")
+    p.add_argument("--lifetime", metavar="DURATION",
+                   help="dead-letter the job if it has not finished DURATION after "
+                   "submission (e.g. 600, 30m, 12h)")
     p.add_argument("--depends-on", action="append", metavar="ID",
                    help="id of a job that must complete first (repeatable)")
     p.add_argument("--key", help="idempotency key: while a job with this key is "
-                   "unfinished, submitting it again returns that job's id")
+                   "unfinished, submitting it again prints that job's id and stores "
+                   "nothing")
     p.add_argument("--id", help="caller-chosen job id (unique)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("inspect", parents=[common], help="show one job",
                        description="Show one job: state, attempts, payload, result, "
-                       "and its last error with the traceback of a system failure.")
+                       "and its last error with the traceback of a system failure. For a "
+                       "pending job also what it waits on (waiting_on) and whether it is "
+                       "blocked (blocked_by: the chains from a dependency that ended "
+                       "failed, dead_letter or cancelled).")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_inspect)
 

@@ -20,7 +20,10 @@ MAX_PAYLOAD_BYTES_DEFAULT = 1 << 20     # 1 MiB of encoded JSON
 RETENTION_DEFAULT = 7 * 24 * 3600.0     # age of terminal jobs before purge
 MAP_SIZE_DEFAULT = 64 << 30             # sparse: costs address space, not disk
 
+IDEMPOTENCY_WINDOW_DEFAULT = 0.0       # a key stays taken this long after its job completed
 CRASH_QUARANTINE_DEFAULT = 3            # worker deaths under one job before dead_letter
+CIRCUIT_THRESHOLD_DEFAULT = 5           # storage failures in a row that open the circuit
+CIRCUIT_COOLDOWN_DEFAULT = 10.0         # seconds open before a probe may close it
 
 PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
@@ -71,6 +74,9 @@ class QueueConfig:
     max_depth: int | None = None
     retention: float = RETENTION_DEFAULT
     map_size: int = MAP_SIZE_DEFAULT
+    idempotency_window: float = IDEMPOTENCY_WINDOW_DEFAULT
+    circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT
+    circuit_cooldown: float = CIRCUIT_COOLDOWN_DEFAULT
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "QueueConfig":
@@ -82,12 +88,17 @@ class QueueConfig:
                 f"known options: {', '.join(sorted(known))}"
             )
         values = dict(kwargs)
-        for name in ("visibility_timeout", "timeout", "backoff_base", "backoff_cap", "retention"):
+        for name in ("visibility_timeout", "timeout", "backoff_base", "backoff_cap", "retention",
+                     "circuit_cooldown"):
             if name in values:
                 values[name] = check_duration(name, values[name], allow_none=False)
         if "lifetime" in values:
             values["lifetime"] = check_duration("lifetime", values["lifetime"])
-        for name in ("max_attempts", "max_payload_bytes", "map_size"):
+        if "idempotency_window" in values:
+            values["idempotency_window"] = check_duration(
+                "idempotency_window", values["idempotency_window"], allow_none=False,
+                allow_zero=True)
+        for name in ("max_attempts", "max_payload_bytes", "map_size", "circuit_threshold"):
             if name in values:
                 values[name] = check_positive_int(name, values[name], allow_none=False)
         for name in ("depth_warning", "max_depth"):

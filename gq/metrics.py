@@ -65,3 +65,11 @@ CIRCUIT_OPEN = Gauge(
     "gq_circuit_open", "1 while the store circuit breaker is open (submissions "
     "refused with StoreUnavailable), else 0.", registry=REGISTRY,
     multiprocess_mode="max")
+# Scheduling (issue 5): named here, not in DESIGN.md.
+QUEUE_DEPTH_WARNING = Gauge(
+    "gq_queue_depth_warning", "1 while pending + scheduled jobs exceed the queue's "
+    "depth_warning, else 0.", registry=REGISTRY, multiprocess_mode="max")
+JOBS_BLOCKED = Gauge(
+    "gq_jobs_blocked", "Pending jobs blocked by a dependency that ended failed, "
+    "dead_letter or cancelled (\"Dependency not satisfiable\").", registry=REGISTRY,
+    multiprocess_mode="mostrecent")

@@ -32,12 +32,19 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 def run_processes(worker) -> int:
     """Run `worker.processes` children until a signal; return 0 after they drain."""
+    from gq.recovery import reclaim_dead_owner
     from gq.worker import Worker
 
     queue = worker.queue
     children: dict[int, tuple[int, str]] = {}       # pid -> (slot, instance id)
     stopping = False
     delay = RESTART_DELAY
+    http = None
+    if worker.http is not None:   # served here, with metrics summed over the children
+        from gq.http import SupervisorHttp
+        http = SupervisorHttp(worker, lambda: "shutting down: draining running jobs"
+                              if stopping else None if children else
+                              "no worker process is running")
 
     def spawn(slot: int) -> None:
         instance = f"{socket.gethostname()}-{os.getpid()}.{slot}-{secrets.token_hex(3)}"
@@ -51,6 +58,8 @@ def run_processes(worker) -> int:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                if http is not None:
+                    http.after_fork_in_child()
                 queue._reopen_after_fork()
                 child = Worker(queue, concurrency=worker.concurrency,
                                shutdown_timeout=worker.shutdown_timeout,
@@ -89,9 +98,11 @@ def run_processes(worker) -> int:
             if slot is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if http is not None:
+                http.child_exited(pid)
             # a child that exited 0 drained gracefully: its leftovers are not crashes
-            reclaimed = queue.store.reclaim_owner(instance, now=time.time(),
-                                                  crashed=code != 0)
+            reclaimed = reclaim_dead_owner(queue.store, queue.path, instance,
+                                           crashed=code != 0)
             if code != 0 or reclaimed:
                 log.warning("worker process %d (%s) exited with %s; %d running jobs "
                             "reclaimed", pid, instance, code, len(reclaimed))
@@ -105,6 +116,8 @@ def run_processes(worker) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if http is not None:
+            http.stop()
     return 0
 
 

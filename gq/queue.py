@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import orjson
 
+from gq import observe
 from gq._core.plan import fast_specs, plain_spec
+from gq.backpressure import DepthWatch
 from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
@@ -33,7 +35,9 @@ class Queue:
 
     Options (all keyword, all optional; durations in seconds): visibility_timeout,
     timeout, max_attempts, backoff_base, backoff_cap, lifetime, max_payload_bytes,
-    depth_warning, max_depth, retention, map_size. See gq.config for defaults.
+    depth_warning, max_depth, retention, map_size, idempotency_window,
+    circuit_threshold (storage failures in a row before submissions are refused
+    with StoreUnavailable), circuit_cooldown. See gq.config for defaults.
     """
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DATA_DIR, **options: Any):
@@ -46,6 +50,8 @@ class Queue:
         self._store = opening.acquire(self.path, self.config)
         self._closed = False
         self.handlers: dict[str, "HandlerSpec"] = {}
+        self.schedules: list = []    # periodic schedules (gq.periodic), run by workers
+        self._depth_watch = DepthWatch(self.config.depth_warning)
 
     # -- submitting -------------------------------------------------------------
     def submit(self, type: str, payload: Any = None, *, priority: int = 0,
@@ -57,8 +63,11 @@ class Queue:
         `priority`: higher runs first (FIFO within a priority). `delay` (seconds) or
         `run_at` (aware datetime or epoch seconds): not before then. `depends_on`:
         ids that must complete first. `key`: idempotency key; while a job with that
-        key is unfinished, submitting it again returns that job's id. `id`: a
-        caller-chosen unique id.
+        key is unfinished (or completed less than `idempotency_window` ago),
+        submitting it again returns that job's id and stores nothing. `id`: a
+        caller-chosen unique id. `lifetime`: seconds from now after which the job
+        is dead-lettered if it has not finished (default: the handler's
+        `lifetime`, else the queue's).
         """
         store = self._live_store()
         now = time.time()
@@ -66,7 +75,12 @@ class Queue:
                          depends_on=depends_on, key=key, id=id, max_attempts=max_attempts,
                          timeout=timeout, lifetime=lifetime,
                          max_payload_bytes=self.config.max_payload_bytes, now=now)
-        return store.submit([spec], max_depth=self.config.max_depth, now=now)[0]
+        self._apply_lifetime(spec)
+        job_id = store.submit([spec], max_depth=self.config.max_depth, now=now,
+                              key_window=self.config.idempotency_window)[0]
+        self._depth_watch.after_submit(store)
+        observe.jobs_submitted(spec.type)
+        return job_id
 
     async def asubmit(self, type: str, payload: Any = None, **job: Any) -> str:
         """`submit` for coroutines: concurrent callers share one commit (one fsync)."""
@@ -77,7 +91,12 @@ class Queue:
         if spec is None:
             spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
                              now=now, **job)
-        return (await store.asubmit([spec], max_depth=self.config.max_depth, now=now))[0]
+        self._apply_lifetime(spec)
+        job_id = (await store.asubmit([spec], max_depth=self.config.max_depth, now=now,
+                                      key_window=self.config.idempotency_window))[0]
+        self._depth_watch.after_submit(store)
+        observe.jobs_submitted(spec.type)
+        return job_id
 
     def submit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Store many jobs in one transaction (one fsync): all of them or none.
@@ -90,7 +109,11 @@ class Queue:
         specs, now = self._specs(jobs)
         if not specs:
             return []
-        return store.submit(specs, max_depth=self.config.max_depth, now=now)
+        ids = store.submit(specs, max_depth=self.config.max_depth, now=now,
+                           key_window=self.config.idempotency_window)
+        self._depth_watch.after_submit(store)
+        observe.batch_submitted(specs)
+        return ids
 
     async def asubmit_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[str]:
         """`submit_many` for coroutines."""
@@ -98,7 +121,11 @@ class Queue:
         specs, now = self._specs(jobs)
         if not specs:
             return []
-        return await store.asubmit(specs, max_depth=self.config.max_depth, now=now)
+        ids = await store.asubmit(specs, max_depth=self.config.max_depth, now=now,
+                                  key_window=self.config.idempotency_window)
+        self._depth_watch.after_submit(store)
+        observe.batch_submitted(specs)
+        return ids
 
     def _specs(self, jobs):
         if isinstance(jobs, (Mapping, str, bytes)):
@@ -126,7 +153,18 @@ class Queue:
                 e.args = (f"job #{n} of the batch: {e}",) + e.args[1:]
                 raise
         check_batch(specs)
+        for spec in specs:
+            self._apply_lifetime(spec)
         return specs, now
+
+    def _apply_lifetime(self, spec) -> None:
+        """No lifetime of its own: the handler's for its type, else the queue's."""
+        if spec.lifetime < 0 and (self.config.lifetime or self.handlers):
+            handler = self.handlers.get(spec.type)
+            lifetime = (handler.lifetime if handler is not None else None) or \
+                self.config.lifetime
+            if lifetime:
+                spec.lifetime = lifetime
 
     # -- looking ----------------------------------------------------------------
     def get(self, job_id: str) -> JobInfo:
@@ -137,6 +175,18 @@ class Queue:
         if record is None:
             raise JobNotFound(job_id)
         return JobInfo(record)
+
+    def waits(self, job_id: str) -> dict:
+        """What a job waits on: {"waiting_on": [{"id", "state"}] (dependencies not
+        completed yet), "blocked": bool, "blocked_by": [chain, ...]}. A chain
+        lists ids from a dependency that ended failed, dead_letter or cancelled
+        down to this job: it cannot run until that dependency is retried and
+        completes (see docs/scheduling.md)."""
+        if not isinstance(job_id, str):
+            raise ValidationError(f"job id must be a string, got {type(job_id).__name__}")
+        waiting, chains = self._live_store().waiting_on(job_id)
+        return {"waiting_on": [{"id": dep, "state": state} for dep, state in waiting],
+                "blocked": bool(chains), "blocked_by": chains}
 
     def list(self, state: State | str | None = None, type: str | None = None,
              limit: int = 100) -> list[JobInfo]:
@@ -210,13 +260,30 @@ class Queue:
             return fn
         return register
 
+    def periodic(self, cron: str | None = None, *, every: float | None = None, type: str,
+                 payload: Any = None, priority: int = 0, name: str | None = None,
+                 tz=None, lifetime: float | None = None, **handler_options: Any) -> Callable:
+        """Submit a `type` job at every occurrence of `cron` (e.g. "*/5 * * * *",
+        read in `tz`, default UTC) or every `every` seconds; workers serving this
+        queue submit each occurrence exactly once (see gq.periodic). Used as a
+        decorator it also registers the function as the handler of `type`."""
+        from gq.periodic import register
+        return register(self, cron, every=every, type=type, payload=payload,
+                        priority=priority, name=name, tz=tz, lifetime=lifetime,
+                        **handler_options)
+
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason) for readiness probes: False while the store cannot serve.
 
-        The HTTP `/readyz` and operators' tools ask this; the store's circuit
-        breaker and fault handling feed it."""
+        The HTTP `/readyz` and operators' tools ask this. Not ready while the
+        store's circuit breaker is open (see gq.store.breaker); once its cool-down
+        is over, asking runs the probe transaction that can close it."""
         try:
-            self._live_store().counts()
+            store = self._live_store()
+            health = getattr(store, "health", None)
+            if health is not None:
+                return health()
+            store.counts()
         except GQError as exc:
             return False, str(exc)
         return True, "ok"

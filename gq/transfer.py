@@ -123,9 +123,9 @@ def import_jobs(store, lines: Iterable[bytes]) -> int:
 # -- the CLI's subcommands -------------------------------------------------------
 
 def cmd_export(args) -> int:
-    import gq
+    from gq.cli import _open   # refuses a data dir that holds no store (a typo)
 
-    with gq.Queue(args.data) as q:
+    with _open(args) as q:
         if args.output in (None, "-"):
             n = export_jobs(q.store, sys.stdout.buffer)
             sys.stdout.flush()

@@ -23,15 +23,20 @@ import traceback
 
 import orjson
 
+from gq import observe
 from gq._core import states as S
 from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
-from gq.errors import GQError, PermanentError, TemporaryError, ValidationError
+from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError,
+                       ValidationError)
 from gq.jobs import Category, JobError
+from gq.periodic import PeriodicScheduler
 from gq.processes import EXIT_REPLACE, start_watchdog
 from gq.claims import QuotaBook
-from gq.recovery import RECOVERY_INTERVAL, announce, recover
+from gq.recovery import (RECOVERY_INTERVAL, DeathWatch, announce, reclaim_after_reboot,
+                         recover)
 from gq.retry import backoff_delay, should_retry
+from gq.sweeps import sweep
 from gq.threads import DaemonThreadPool
 
 log = logging.getLogger("gq.worker")
@@ -42,6 +47,7 @@ RETENTION_INTERVAL = 3600.0        # how often a worker purges jobs past the ret
 POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
 READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
 STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
+OUTCOME_RETRY_DELAY = 0.5          # after a storage failure, before outcomes are retried
 
 
 class Job:
@@ -84,12 +90,16 @@ class Worker:
     concurrency: jobs run at once by this process. shutdown_timeout: how long a
     graceful drain waits for running jobs before cancelling them (they stay
     `running` and are rescheduled by recovery on the next start).
+    http: "HOST:PORT" to serve the HTTP API, /metrics, probes and the dashboard
+    on (see gq.http); http_token: bearer token wanted on /v1/* (default: the
+    GQ_TOKEN environment variable, if set).
     """
 
     def __init__(self, queue, *, concurrency: int = CONCURRENCY_DEFAULT, processes: int = 1,
                  shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
-                 instance_id: str | None = None, rng=None, supervised: bool = False):
+                 instance_id: str | None = None, rng=None, supervised: bool = False,
+                 http: str | None = None, http_token: str | None = None):
         self.queue = queue
         self.concurrency = check_positive_int("concurrency", concurrency, allow_none=False)
         self.processes = check_positive_int("processes", processes, allow_none=False)
@@ -100,6 +110,14 @@ class Worker:
         if not queue.handlers:
             raise ValidationError("the queue has no handlers: register some with "
                                   "@queue.handler(type) before starting a Worker")
+        if http is not None:
+            from gq.http import parse_bind
+            parse_bind(http)      # a bad address fails here, not after startup
+        self.http = http
+        self.http_token = http_token if http_token is not None else \
+            os.environ.get("GQ_TOKEN") or None
+        self._http_server = None
+        self._recorder = observe.WorkerRecorder(self.concurrency)   # metrics, batched
         self.instance_id = instance_id or \
             f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._rng = rng
@@ -116,6 +134,7 @@ class Worker:
         self._last_state_check = 0.0
         self._last_extend = 0.0
         self._last_recovery = 0.0
+        self._deaths = None            # DeathWatch, from serve()
         self._last_purge = time.monotonic()
         self._outcomes: list = []                 # (running, outcome) waiting for a commit
         self._outcome_writer: asyncio.Task | None = None
@@ -153,6 +172,9 @@ class Worker:
         """Serve inside an existing event loop until `stop()` (or a signal)."""
         self._loop = loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if self.http is not None:
+            from gq.http import serve_worker_http
+            self._http_server = await serve_worker_http(self)
         store = self.queue.store
         self._pulls = getattr(store, "pulls", False)
         sock = self._doorbell = store.doorbell.listen(self.instance_id)
@@ -163,10 +185,15 @@ class Worker:
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
         liveness = announce(store, self.queue.path, self.instance_id)
-        reclaimed = recover(store, self.queue.path)
+        if getattr(store, "instances", None) is None:     # lock files: watch them
+            self._deaths = DeathWatch(self.queue.path, self.instance_id)
+            self._deaths.noticed()   # the dead known now are handled by the pass below
+        reclaimed = reclaim_after_reboot(store) + recover(store, self.queue.path)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
+        periodic = loop.create_task(PeriodicScheduler(self.queue).run()) \
+            if self.queue.schedules else None
         if self._supervised:
             start_watchdog(self)
         try:
@@ -182,6 +209,11 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.cancel()
+            if periodic is not None:
+                periodic.cancel()
+            self._recorder.flush(0, force=True)
+            if self._http_server is not None:
+                await self._http_server.stop()
             liveness.release(leftover=bool(self._running))
             loop.remove_reader(sock.fileno())
             store.doorbell.unlisten(sock)
@@ -235,6 +267,7 @@ class Worker:
         self._refresh_heap(store)
         if self._running and time.monotonic() - self._last_state_check > STATE_CHECK_MIN_GAP:
             self._check_running_states()
+        self._recorder.flush(len(self._running))
         free = self.concurrency - len(self._running)
         if free <= 0:
             return
@@ -255,6 +288,7 @@ class Worker:
             return
         for record in claimed:
             self._start(record)
+        self._recorder.flush(len(self._running))
         self._quotas.settle(candidates)
         if len(claimed) < len(candidates) and not self._pulls:
             self._hold_back(candidates, claimed)
@@ -313,6 +347,7 @@ class Worker:
         return picked
 
     def _start(self, record) -> None:
+        self._recorder.started(record)
         running = _Running(record)
         self._running[record.id] = running
         self._running_by_type[record.type] = self._running_by_type.get(record.type, 0) + 1
@@ -351,7 +386,10 @@ class Worker:
                 outcome = self._failure(record, spec, max_attempts, Category.PERMANENT,
                                         f"validation failed: {type(e).__name__}: {e}", None)
             else:
+                began = time.monotonic()
                 outcome = await self._call_handler(running, spec, job, timeout, max_attempts)
+                if outcome is not None:
+                    self._recorder.ran(record.type, time.monotonic() - began)
         except BaseException:
             self._forget(running)
             raise
@@ -383,21 +421,43 @@ class Worker:
                     finishes, owner=self.instance_id, now=time.time(),
                     candidates=self._claim_args(candidates),
                     lease_deadline=time.monotonic() + visibility)
+            except PersistenceError as e:
+                # the store failed (and reopens itself): keep the slots and the
+                # outcomes, try again shortly, rather than leave the jobs to their
+                # lease and run them twice
+                log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
+                          len(batch), e, OUTCOME_RETRY_DELAY)
+                self._quotas.settle(candidates)
+                for entry in [] if self._pulls else candidates:
+                    self._heap.push(*entry)
+                self._outcomes[:0] = batch
+                await asyncio.sleep(OUTCOME_RETRY_DELAY)
+                continue
             except GQError as e:
                 log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
                 refused, claimed = {}, []
-            for running, _ in batch:
-                problem = refused.get(running.record.id)
+            completed_by_type: dict[str, int] = {}
+            for running, outcome in batch:
+                record = running.record
+                problem = refused.get(record.id)
                 if problem is not None:
-                    log.warning("%s", problem)
+                    log.warning("%s", problem, extra={"job_id": record.id,
+                                                      "job_type": record.type,
+                                                      "attempt": record.attempts})
                 else:
                     self.completed += 1
+                    if outcome[0] == S.COMPLETED:
+                        completed_by_type[record.type] = \
+                            completed_by_type.get(record.type, 0) + 1
                 self._forget(running)
+            if completed_by_type:
+                self._recorder.completed(completed_by_type)
             for record in claimed:
                 self._start(record)
             self._quotas.settle(candidates)
             if len(claimed) < len(candidates) and not self._pulls:
                 self._hold_back(candidates, claimed)
+            self._recorder.flush(len(self._running))
 
     def _claim_args(self, candidates):
         """Heap entries as (id, ready_seq) pairs; a quota as it is."""
@@ -448,7 +508,9 @@ class Worker:
                                      f"execution timeout after {timeout:g}s; handler "
                                      "cancelled", None)
             log.info("job %s (%s) attempt %d stopped: %s", record.id, record.type,
-                     record.attempts, reason)
+                     record.attempts, reason,
+                     extra={"job_id": record.id, "job_type": record.type,
+                            "attempt": record.attempts, "reason": reason})
             return None
         except TemporaryError as exc:
             return self._failure(record, spec, max_attempts, Category.TEMPORARY,
@@ -490,13 +552,17 @@ class Worker:
                 attempt, max_attempts, category.value, message, verdict,
                 f"\n{tb}" if tb else "",
                 extra={"job_id": record.id, "job_type": record.type, "attempt": attempt,
-                       "category": category.value})
+                       "max_attempts": max_attempts, "category": category.value,
+                       "outcome": S.STATE_NAMES[state]})
+        observe.attempt_failed(record.type, category.value, retried=state == S.SCHEDULED,
+                               dead_lettered=state == S.DEAD_LETTER)
         return state, b"", error, run_at
 
     # -- heartbeats, cancellation, leases ---------------------------------------------
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            await sweep(self.queue)    # lifetimes, blocked and depth gauges
             if time.monotonic() - self._last_purge >= RETENTION_INTERVAL:
                 self._last_purge = time.monotonic()
                 try:
@@ -507,7 +573,8 @@ class Worker:
                                  self.queue.config.retention)
                 except GQError as e:
                     log.error("retention purge failed: %s", e)
-            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL:
+            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL or \
+                    (self._deaths is not None and self._deaths.noticed()):
                 self._last_recovery = time.monotonic()
                 try:
                     if recover(self.queue.store, self.queue.path):
@@ -540,7 +607,8 @@ class Worker:
             if state == S.RUNNING and attempts == running.record.attempts \
                     and owner == self.instance_id:
                 continue
-            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else "lease lost")
+            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else
+                               "lifetime ended" if state == S.DEAD_LETTER else "lease lost")
 
     def _stop_handler(self, job_id: str, reason: str) -> None:
         running = self._running.get(job_id)

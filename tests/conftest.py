@@ -23,6 +23,20 @@ def queue(data_dir):
     q.close()
 
 
+@pytest.fixture
+def make_queue(data_dir):
+    """make_queue(**options) -> a gq.Queue on this test's data dir (closed at teardown)."""
+    opened = []
+
+    def make(**options):
+        q = gq.Queue(data_dir, **options)
+        opened.append(q)
+        return q
+    yield make
+    for q in reversed(opened):
+        q.close()
+
+
 class SeededRandom(random.Random):
     """random.Random whose repr carries its seed, so a failure can be replayed
     with GQ_TEST_SEED=<seed>."""

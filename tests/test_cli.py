@@ -109,7 +109,7 @@ def test_bad_input_is_one_clear_line(tmp_path, args, message):
 
 READING_COMMANDS = [["inspect", "x"], ["list"], ["stats"], ["cancel", "x"], ["retry", "x"],
                     ["retry", "--dead-letter"], ["pause", "t"], ["resume", "t"], ["check"],
-                    ["purge", "--older-than", "1d"]]
+                    ["purge", "--older-than", "1d"], ["export"]]
 
 
 @pytest.mark.parametrize("args", READING_COMMANDS, ids=[" ".join(a) for a in READING_COMMANDS])

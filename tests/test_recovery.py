@@ -4,11 +4,13 @@ quarantines the job."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 import gq
-from gq.recovery import Liveness, is_alive, recover
+from gq.metrics import RECOVERY_JOBS_RECLAIMED, STUCK_JOBS_DETECTED
+from gq.recovery import Liveness, is_alive, reclaim_after_reboot, recover
 
 
 def claim_as(q, owner):
@@ -23,17 +25,49 @@ def crash(liveness: Liveness) -> None:
     liveness._fd = None
 
 
-def test_dead_owner_is_detected_and_its_job_reclaimed(queue, data_dir):
+def counter(metric) -> float:
+    return metric._value.get()
+
+
+def test_dead_owner_is_detected_and_its_job_reclaimed(queue, data_dir, caplog):
     jid = queue.submit("t")
     owner = Liveness(data_dir, "worker-a")
     claim_as(queue, "worker-a")
     assert is_alive(data_dir, "worker-a")
+    stuck, reclaimed = counter(STUCK_JOBS_DETECTED), counter(RECOVERY_JOBS_RECLAIMED)
     assert recover(queue.store, data_dir) == []          # alive: left alone
+    assert counter(STUCK_JOBS_DETECTED) == stuck
     crash(owner)
     assert not is_alive(data_dir, "worker-a")
-    assert recover(queue.store, data_dir) == [jid]
+    with caplog.at_level(logging.WARNING, logger="gq.recovery"):
+        assert recover(queue.store, data_dir) == [jid]
     info = queue.get(jid)
     assert (info.state, info.attempts, info.crashes) == (gq.State.SCHEDULED, 1, 1)
+    assert counter(STUCK_JOBS_DETECTED) == stuck + 1
+    assert counter(RECOVERY_JOBS_RECLAIMED) == reclaimed + 1
+    [entry] = [r for r in caplog.records if r.name == "gq.recovery"]
+    assert jid in entry.getMessage() and "worker-a" in entry.getMessage()
+    assert entry.worker == "worker-a" and entry.job_id == jid
+
+
+def test_a_changed_boot_id_reclaims_every_running_job_once(queue, data_dir):
+    """Recorded in the store on the first start; a new boot id reclaims all
+    running jobs, even those of owners whose lock looks held (lock files on a
+    disk that outlived the machine's state) and whose lease has an hour to go."""
+    assert reclaim_after_reboot(queue.store, "boot-1") == []
+    jids = [queue.submit("t") for _ in range(3)]
+    holder = Liveness(data_dir, "before")
+    for _ in jids:
+        claim_as(queue, "before")
+    reclaimed = counter(RECOVERY_JOBS_RECLAIMED)
+    assert reclaim_after_reboot(queue.store, "boot-1") == []       # same boot
+    assert sorted(reclaim_after_reboot(queue.store, "boot-2")) == sorted(jids)
+    assert reclaim_after_reboot(queue.store, "boot-2") == []       # recorded at once
+    assert counter(RECOVERY_JOBS_RECLAIMED) == reclaimed + 3
+    for jid in jids:
+        info = queue.get(jid)
+        assert (info.state, info.attempts, info.crashes) == (gq.State.SCHEDULED, 1, 0)
+    holder.release()
 
 
 def test_graceful_exit_leftovers_are_not_crashes(queue, data_dir):

@@ -26,21 +26,48 @@ class Store(Protocol):
     """Short random identity of this store; generated ids start with it."""
 
     def submit(self, specs: Sequence[JobSpec], *, max_depth: int | None,
-               now: float) -> list[str]:
+               now: float, key_window: float = 0.0) -> list[str]:
         """Persist a batch of jobs atomically: all of them or none.
 
         Returns one id per spec, in order. A spec whose idempotency key belongs to
-        a stored unfinished job (or to an earlier spec of the batch) is not stored
-        again; its slot holds the existing job's id. Raises, persisting nothing:
+        a stored unfinished job, to one completed less than `key_window` seconds
+        ago, or to an earlier spec of the batch, is not stored again; its slot
+        holds the existing job's id. Raises, persisting nothing:
         `DuplicateJobId` (caller-chosen id taken), `UnknownDependency`,
-        `QueueFull` (pending + scheduled would pass `max_depth`), `StorageFull`.
-        A job whose dependencies are not all `completed` starts `pending`; one
-        with `run_at` in the future starts `scheduled` but not yet ready.
+        `QueueFull` (pending + scheduled, not counting jobs waiting to run again,
+        would pass `max_depth`), `StorageFull`.
+        A job whose dependencies are not all `completed` starts `pending` (and
+        blocked, if one of them can no longer complete); one with `run_at` in the
+        future starts `scheduled` but not yet ready. A spec with a lifetime gets
+        its expiry entry.
         """
 
     async def asubmit(self, specs: Sequence[JobSpec], *, max_depth: int | None,
-                      now: float) -> list[str]:
+                      now: float, key_window: float = 0.0) -> list[str]:
         """`submit` for coroutines; concurrent callers share one commit."""
+
+    def submit_occurrence(self, name: str, occurrence: float, specs: Sequence[JobSpec], *,
+                          max_depth: int | None, now: float,
+                          key_window: float = 0.0) -> str | None:
+        """Submit one job as occurrence `occurrence` of periodic schedule `name`,
+        atomically with moving the schedule's cursor: None if that occurrence
+        (or a later one) was already submitted, by any process. The first call
+        for a schedule only records its start."""
+
+    def expire_lifetimes(self, *, now: float, limit: int = 1000) -> list[tuple[str, str, int]]:
+        """Jobs still pending / scheduled / running past their lifetime ->
+        dead_letter (category timeout). Returns (id, type, previous state)."""
+
+    def next_expiry(self) -> float | None:
+        """The earliest lifetime deadline in the store, or None."""
+
+    def blocked_count(self) -> int:
+        """Pending jobs blocked by a dependency that ended failed, dead_letter or
+        cancelled (see gq.store.blocking)."""
+
+    def waiting_on(self, job_id: str) -> tuple[list[tuple[str, str]], list[list[str]]]:
+        """A job's dependencies not completed yet, (id, state name), and its
+        blocking chains (root first); `JobNotFound`."""
 
     def get(self, job_id: str) -> JobRecord | None:
         """The stored record, checksum verified (`RecordCorrupted` if damaged)."""
@@ -76,6 +103,16 @@ class Store(Protocol):
     # Optional fast path, used by the worker when present:
     # push_ready_after(heap, seq, limit, handled) -> (rows read, last seq read)
     # does ready_after() and pushes the rows of handled types into a ReadyHeap.
+
+    # Optional, used by Queue.readiness() when present (else a counts() read):
+    # health() -> (ready, reason): False while the store's circuit breaker
+    # (gq.store.breaker) is open or reads fail; runs the breaker's probe
+    # transaction once its cool-down is over. A store that has it also refuses
+    # submissions with StoreUnavailable while the circuit is open.
+    #
+    # Optional, used at a worker's start when present (a store on one machine):
+    # reclaim_other_boot(boot_id, now) -> [(job id, old owner)]: record the
+    # machine's boot id; if it replaces another, reclaim every running job.
 
     def close(self) -> None:
         """Finish pending writes and release the store. Idempotent."""

@@ -28,22 +28,32 @@ LISTING = b"L"
 DELAYED = b"D"
 DEPENDENTS = b"P"
 KEYS = b"K"
+EXPIRY = b"X"
+BLOCKED = b"B"
 READY = b"r"
 
 META_FORMAT = META + b"format"
 META_SEQ = META + b"seq"
 META_TAG = META + b"tag"
 PAUSED = META + b"paused:"
+META_BLOCKED = META + b"blocked"      # how many pending jobs are blocked
+META_REQUEUED = META + b"requeued"    # scheduled jobs that already ran (retries)
+PERIODIC = META + b"periodic:"        # schedule name -> last occurrence submitted
+META_BOOT = META + b"boot"      # boot id of the machine the last worker started on
+META_PROBE = META + b"probe"    # written by the circuit breaker's probe transaction
 
 __all__ = [
     "pack_u64", "unpack_u64", "pack_priority", "STATE_BYTES",
-    "META_FORMAT", "META_SEQ", "META_TAG", "PAUSED", "READY",
+    "META_FORMAT", "META_SEQ", "META_TAG", "PAUSED", "META_BOOT", "META_PROBE", "READY",
     "ready_key", "parse_ready_key", "idempotency_key",
     "ready_value", "parse_ready_value",
     "delayed_key", "parse_delayed_key",
     "listing_key", "listing_prefix",
     "COUNT_PREFIX", "count_key", "parse_count_key",
     "dependent_key", "dependents_prefix",
+    "EXPIRY", "expiry_key", "parse_expiry_key",
+    "BLOCKED", "blocked_key", "blocked_prefix",
+    "META_BLOCKED", "META_REQUEUED", "PERIODIC",
 ]
 
 
@@ -114,3 +124,25 @@ def dependents_prefix(dependency: str) -> bytes:
 
 def idempotency_key(key: str) -> bytes:
     return KEYS + key.encode()
+
+
+# expiry: lifetime deadline (µs since the epoch) + seq -> id.  Written when a job
+# with a lifetime is submitted; the lifetime sweep reads only the expired head.
+def expiry_key(deadline: float, seq: int) -> bytes:
+    return EXPIRY + _TIME.pack(max(0, int(deadline * 1_000_000)), seq)
+
+
+def parse_expiry_key(key: bytes) -> tuple[float, int]:
+    micros, seq = _TIME.unpack(bytes(key[1:]))
+    return micros / 1_000_000, seq
+
+
+# blocked: pending job id + NUL + root id -> chain (JSON list, root first).  A
+# pending job is blocked while it has at least one entry: `root` ended failed,
+# dead_letter or cancelled somewhere up its dependency chain.
+def blocked_key(job_id: str, root: str) -> bytes:
+    return BLOCKED + job_id.encode() + b"\0" + root.encode()
+
+
+def blocked_prefix(job_id: str) -> bytes:
+    return BLOCKED + job_id.encode() + b"\0"

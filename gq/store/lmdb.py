@@ -22,6 +22,7 @@ LMDB must be opened once per process, so stores are shared per (process, path).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import heapq
@@ -40,30 +41,41 @@ from gq._core.plan import plan_rows
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
-                       RecordCorrupted,
-                       StorageFull, UnknownDependency, ValidationError)
-from gq.config import CRASH_QUARANTINE_DEFAULT
+                       RecordCorrupted, StorageFull, StoreUnavailable,
+                       UnknownDependency, ValidationError)
+from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
+                       CRASH_QUARANTINE_DEFAULT)
 from gq.jobs import Category, JobError
+from gq.store import blocking, expiry, occurrences
+from gq.metrics import PERSISTENCE_ERRORS
 from gq.store import keys as K
+from gq.store import space
+from gq.store.breaker import CircuitBreaker
 from gq.store.doorbell import Doorbell
+from gq.store.gate import EnvGate
 from gq.store.writer import GroupCommitWriter
 
 log = logging.getLogger("gq.store")
 
 TABLES = ("jobs", "index")
-LOGICAL_TABLES = ("ready", "delayed", "listing", "dependents", "keys", "meta")
+LOGICAL_TABLES = ("ready", "delayed", "listing", "dependents", "keys", "expiry", "meta")
 MAX_READERS = 1024
 
 _META_FORMAT, _META_SEQ, _META_TAG, _PAUSED = K.META_FORMAT, K.META_SEQ, K.META_TAG, K.PAUSED
-_PLANNED_TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys")
+_PLANNED_TABLES = ("jobs", "ready", "delayed", "listing", "dependents", "keys", "expiry")
 
 
 def load_record(raw, job_id: str) -> JobRecord:
     """Decode a stored record (checksum verified) and make sure it is the record
     of `job_id`: LMDB keeps no page checksums, so a damaged B-tree page could
     lead a lookup to another job's record, which must never be handed out."""
-    rec = decode_record(raw, job_id)
+    try:
+        rec = decode_record(raw, job_id)
+    except RecordCorrupted:
+        PERSISTENCE_ERRORS.inc()
+        raise
     if rec.id != job_id:
+        PERSISTENCE_ERRORS.inc()
         raise RecordCorrupted(job_id, f"the stored record belongs to job {rec.id!r} "
                                       "(a damaged index page)")
     return rec
@@ -85,7 +97,8 @@ class Batch:
 
     __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
                  "rows", "planned", "planned_keys", "ring", "_has_dependents", "_paused",
-                 "_jobs_cur", "_index_cur", "_plain")
+                 "_jobs_cur", "_index_cur", "_plain", "_requeued", "after_commit",
+                 "doomed_dependency", "room")
 
     def __init__(self, store: "LMDBStore", txn):
         self.txn = txn
@@ -103,6 +116,10 @@ class Batch:
         self.ring = False   # wake workers after commit: work became ready, or a cancel
         self._has_dependents: bool | None = None
         self._paused: frozenset | None = None
+        self._requeued = 0    # change of "scheduled jobs that already ran" (see move)
+        self.after_commit: list = []   # callables run once the transaction committed
+        self.doomed_dependency = False  # a submit named a failed/dead/cancelled job
+        self.room: list | None = None    # [free bytes, reserve] once a submit asked
         # Hot paths use cursors and positional arguments: py-lmdb's keyword
         # parsing costs more than the B-tree operation itself.
         self._jobs_cur = txn.cursor(db=store._db["jobs"])
@@ -122,6 +139,11 @@ class Batch:
         if record is None:
             raise JobNotFound(job_id)
         return record
+
+    def requeued(self) -> int:
+        """Scheduled jobs that already ran once, including this transaction's changes."""
+        raw = self.txn.get(K.META_REQUEUED, db=self.db["meta"])
+        return (K.unpack_u64(raw) if raw else 0) + self._requeued
 
     def count(self, states) -> int:
         """Jobs in any of `states`, including this transaction's changes."""
@@ -184,6 +206,7 @@ class Batch:
         The hot path of every claim and completion, so written out flat: the same
         work as remove_indexes(old) + add_indexes(rec), without the copy."""
         old_state, old_ready_seq, old_run_at = rec.state, rec.ready_seq, rec.run_at
+        old_started = rec.started_at
         rec.move_to(new_state)                 # InvalidTransition: nothing written yet
         if self._plain:
             self.plan_plain()
@@ -222,9 +245,27 @@ class Batch:
             rec.ready_seq = 0
         key = (new_state, job_type)
         deltas[key] = deltas.get(key, 0) + 1
+        # Scheduled jobs that already ran (retries, reclaims) are kept out of the
+        # max_depth count: accepted work never holds back new submissions.
+        if old_state == S.SCHEDULED and old_started > 0:
+            self._requeued -= 1
+        if new_state == S.SCHEDULED and rec.started_at > 0:
+            self._requeued += 1
         rec.updated_at = now
         self._jobs_cur.put(id_bytes, rec.encode())
+        if (new_state >= S.FAILED or old_state == S.DEAD_LETTER) and self.dependents_exist():
+            blocking.after_move(self, rec, old_state)
         return rec
+
+    def reserve_room(self, needed: int) -> None:
+        """Take `needed` bytes for new jobs, or raise StorageFull (nothing written)
+        if that would eat into the reserve kept for running jobs (gq.store.space)."""
+        store = self.store
+        if self.room is None:
+            self.room = list(space.room(store._env, self.txn,
+                                        (self.db["jobs"], self.db["index"]), store.path))
+        space.refuse_if_short(self.room[0], self.room[1], needed, store.path)
+        self.room[0] -= needed
 
     def paused_types(self) -> frozenset:
         """The paused job types as this transaction sees them (read once)."""
@@ -272,7 +313,7 @@ class Batch:
             with txn.cursor(db=db["ready"]) as cur:
                 cur.putmulti(rows["ready"], append=True)
             self.ring = True
-        for name in ("listing", "delayed", "dependents", "keys"):
+        for name in ("listing", "delayed", "dependents", "keys", "expiry"):
             if rows[name]:
                 with txn.cursor(db=db[name]) as cur:
                     cur.putmulti(rows[name])
@@ -290,6 +331,9 @@ class Batch:
         txn, db = self.txn, self.db
         if self._seq is not None:
             txn.put(_META_SEQ, self._seq.encode(), db=db["meta"])
+        if self._requeued:
+            txn.put(K.META_REQUEUED, K.pack_u64(max(0, self.requeued())), db=db["meta"])
+            self._requeued = 0
         for (state, job_type), delta in self._count_deltas.items():
             if not delta:
                 continue
@@ -305,7 +349,9 @@ class Batch:
 class LMDBStore:
     """The embedded store (see the module docstring for its tables)."""
 
-    def __init__(self, path: str, *, map_size: int):
+    def __init__(self, path: str, *, map_size: int,
+                 circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
+                 circuit_cooldown: float = CIRCUIT_COOLDOWN_DEFAULT):
         self.path = path
         self.map_size = map_size
         self._env = _open_env(path, map_size)
@@ -316,6 +362,10 @@ class LMDBStore:
             self._env.close()
             raise
         self._listing_prefixes: dict[str, bytes] = {}
+        self._gate = EnvGate()
+        self.breaker = CircuitBreaker(path, threshold=circuit_threshold,
+                                      cooldown=circuit_cooldown)
+        self.reopens = 0          # environments reopened after an I/O error
         self.doorbell = Doorbell(path)
         self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{path}")
         self._closed = False
@@ -383,25 +433,90 @@ class LMDBStore:
     def _run_batch(self, ops) -> None:
         try:
             self._commit(ops)
+            self.breaker.succeeded()
             return
         except _PartialWrite:
             pass
         except Exception as e:
+            if _is_engine_failure(e):
+                # An I/O error: nothing of the batch committed, and the environment
+                # is not to be trusted (or used: LMDB may have marked it unusable).
+                # Never retried in place: reopen, and let the callers retry.
+                error = self._storage_failed(e, "commit")
+                for op in ops:
+                    op.result, op.error = None, error
+                return
             if len(ops) == 1:
-                ops[0].result, ops[0].error = None, self._translate(e)
+                ops[0].result, ops[0].error = None, self._refusal(e)
                 return
         # The batch was aborted as a whole: give each op its own transaction so a
         # broken op cannot take the others down with it.
         for op in ops:
             try:
                 self._commit([op])
+                self.breaker.succeeded()
             except _PartialWrite as e:
                 op.result, op.error = None, e.__cause__
             except Exception as e:
-                op.result, op.error = None, self._translate(e)
+                op.result, op.error = None, \
+                    self._storage_failed(e, "commit") if _is_engine_failure(e) \
+                    else self._refusal(e)
+
+    def _refusal(self, e: Exception) -> Exception:
+        """A batch's error that is not an I/O failure: a full map, or a bug."""
+        if isinstance(e, lmdb.MapFullError):
+            PERSISTENCE_ERRORS.inc()
+        return self._translate(e)
+
+    def _storage_failed(self, e: Exception, during: str) -> Exception:
+        """Count and log a storage-engine failure, feed the circuit breaker (a full
+        disk excepted: it has its own answer), reopen the environment; return the
+        error for the callers."""
+        PERSISTENCE_ERRORS.inc()
+        error = self._translate(e)
+        log.error("persistence error during %s on %s: %s", during, self.path, e)
+        if not isinstance(error, StorageFull):
+            self.breaker.failed(e)
+        if during == "commit":
+            self._reopen()
+        return error
+
+    def _reopen(self) -> None:
+        """Close the environment and open it again (see gq.store.gate). Runs in
+        the writer, so no write transaction of this process is open."""
+        with self._gate.reopening():
+            env, self._env = self._env, None
+            if env is not None:
+                try:
+                    env.close()
+                except Exception:  # noqa: BLE001 - it is being replaced either way
+                    pass
+            try:
+                self._env = _open_env(self.path, self.map_size)
+                self._prepare()
+            except Exception as e:  # noqa: BLE001 - retried by the next write
+                if self._env is not None:
+                    self._env.close()
+                    self._env = None
+                PERSISTENCE_ERRORS.inc()
+                self.breaker.failed(e)
+                log.error("reopening the store at %s failed: %s", self.path, e)
+                return
+            self.reopens += 1
+            log.warning("store at %s closed and reopened after a storage failure",
+                        self.path)
+
+    def _live_env(self):
+        """The environment for a write; reopened here if an earlier reopen failed."""
+        if self._env is None:
+            self._reopen()
+            if self._env is None:
+                raise StoreUnavailable(f"the store at {self.path} could not be reopened "
+                                       "after a storage failure; check the disk")
+        return self._env
 
     def _commit(self, ops) -> None:
-        txn = self._env.begin(write=True)
+        txn = self._live_env().begin(write=True)
         try:
             batch = Batch(self, txn)
             for op in ops:
@@ -419,6 +534,8 @@ class LMDBStore:
         txn.commit()   # sync=True: returns after the data and meta pages are on disk
         if batch.ring:
             self.doorbell.ring()
+        for fn in batch.after_commit:
+            fn()
 
     def _translate(self, e: Exception) -> Exception:
         if isinstance(e, GQError):
@@ -429,10 +546,11 @@ class LMDBStore:
                 "nothing was written. Purge finished jobs (`gq purge`) or reopen with a "
                 "larger map_size"
             )
-        if isinstance(e, lmdb.Error) and ("No space left" in str(e) or
-                                          getattr(e, "errno", None) == errno.ENOSPC):
+        if isinstance(e, (lmdb.Error, OSError)) and ("No space left" in str(e) or
+                                                     getattr(e, "errno", None) == errno.ENOSPC):
             return StorageFull(f"the disk holding {self.path} is full; nothing was "
-                               "written. Free disk space, then submit again")
+                               "written. Free disk space (`gq purge --older-than ...` "
+                               "deletes finished jobs), then submit again")
         return PersistenceError(f"store write failed at {self.path}: {e}")
 
     def _write(self, fn):
@@ -440,13 +558,84 @@ class LMDBStore:
         return self._writer.call(fn)
 
     # -- writes ---------------------------------------------------------------
-    def submit(self, specs, *, max_depth=None, now):
-        return self._write(_SubmitOp(specs, max_depth, now))
+    def submit(self, specs, *, max_depth=None, now, key_window=0.0):
+        if self.breaker.admit():
+            self._probe()
+        return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
-    async def asubmit(self, specs, *, max_depth=None, now):
+    async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
         self._check_open()
-        return await self._writer.acall(_SubmitOp(specs, max_depth, now),
+        if self.breaker.admit():
+            await self._aprobe()
+        return await self._writer.acall(_SubmitOp(specs, max_depth, now, key_window),
                                         asyncio.get_running_loop())
+
+    def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
+                          key_window=0.0):
+        """Submit `specs` (one job) as occurrence `occurrence` (epoch seconds) of
+        the periodic schedule `name`, unless that occurrence or a later one was
+        already submitted, by any process; the first call for a schedule only
+        records where it starts. Returns the new id or None (gq.store.occurrences)."""
+        op = _SubmitOp(specs, max_depth, now, key_window)
+        return self._write(functools.partial(occurrences.submit_occurrence, name,
+                                             occurrence, op))
+
+    def expire_lifetimes(self, *, now, limit=1000):
+        """Jobs past their lifetime -> dead_letter (see gq.store.expiry). Returns
+        (id, type, previous state) of each."""
+        return self._write(functools.partial(expiry.expire, now, limit))
+
+    async def aexpire_lifetimes(self, *, now, limit=1000):
+        return await self._awrite(functools.partial(expiry.expire, now, limit))
+
+    def next_expiry(self):
+        """The earliest lifetime deadline (epoch seconds) of any job, or None."""
+        with self._read() as txn:
+            return expiry.next_expiry(txn, self._db)
+
+    def blocked_count(self) -> int:
+        """How many pending jobs are blocked by a dependency that cannot complete."""
+        with self._read() as txn:
+            return blocking.blocked_count(txn, self._db)
+
+    def waiting_on(self, job_id):
+        """([(dependency id, state)] not yet completed, [blocking chains]) of a job."""
+        with self._read() as txn:
+            raw = txn.get(job_id.encode(), db=self._db["jobs"])
+            if raw is None:
+                raise JobNotFound(job_id)
+            waits = []
+            for dep in load_record(raw, job_id).depends_on:
+                dep_raw = txn.get(dep.encode(), db=self._db["jobs"])
+                state = "purged" if dep_raw is None else \
+                    S.STATE_NAMES[load_record(dep_raw, dep).state]
+                if state != "completed":
+                    waits.append((dep, state))
+            return waits, [chain for _, chain in blocking.chains_of(txn, self._db, job_id)]
+
+    # -- health -----------------------------------------------------------------
+    def health(self) -> tuple[bool, str]:
+        """(ready, reason): False while the circuit is open or reads fail. Runs
+        the probe transaction when the circuit's cool-down is over."""
+        try:
+            if self.breaker.admit():
+                self._probe()
+            self.counts()
+        except GQError as e:
+            return False, str(e)
+        return True, "ok"
+
+    def _probe(self) -> None:
+        try:
+            self._write(_probe_op)
+        except GQError as e:
+            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
+
+    async def _aprobe(self) -> None:
+        try:
+            await self._awrite(_probe_op)
+        except GQError as e:
+            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
 
     def cancel(self, job_id, *, now):
         def op(b: Batch):
@@ -535,11 +724,22 @@ class LMDBStore:
         """Delete up to `limit` finished jobs (completed, failed, cancelled) that
         finished more than `older_than` seconds ago, with every index entry of
         theirs. dead_letter jobs are kept: an operator may still retry them.
-        Returns how many were deleted; call again while it returns `limit`."""
-        return self._write(functools.partial(_purge, now - older_than, limit))
+        Returns how many were deleted; call again while it returns `limit`.
+
+        LMDB reuses the pages a transaction frees only after one more commit (the
+        previous snapshot must survive a torn meta write), so a purge that freed
+        anything is followed by a tiny commit: on a full disk, the next write
+        would otherwise find no page to reuse and no room to grow."""
+        n = self._write(functools.partial(_purge, now - older_than, limit))
+        if n:
+            self._write(_probe_op)
+        return n
 
     async def apurge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
-        return await self._awrite(functools.partial(_purge, now - older_than, limit))
+        n = await self._awrite(functools.partial(_purge, now - older_than, limit))
+        if n:
+            await self._awrite(_probe_op)
+        return n
 
     def reclaim_expired(self, job_id, *, owner, now, now_mono):
         """One running job whose lease (a monotonic deadline) has passed ->
@@ -551,6 +751,28 @@ class LMDBStore:
                 return False
             b.move(rec, S.SCHEDULED, now, lease_owner="", lease_deadline=0.0, run_at=0.0)
             return True
+        return self._write(op)
+
+    def reclaim_other_boot(self, boot_id: str, *, now: float) -> list[tuple[str, str]]:
+        """Record `boot_id` (the machine's current boot) as the store's; if it
+        replaces another, every running job was leased before a reboot (its
+        worker is gone, its lease deadline is on a clock that restarted): all go
+        back to scheduled, in the same transaction, so of several workers
+        starting at once only the first reclaims. Returns (id, old owner) pairs."""
+        def op(b: Batch):
+            stored = b.txn.get(K.META_BOOT, db=b.db["meta"])
+            if stored is not None and bytes(stored).decode() == boot_id:
+                return []
+            b.wrote = True
+            b.txn.put(K.META_BOOT, boot_id.encode(), db=b.db["meta"])
+            if stored is None:
+                return []     # first boot recorded: dead owners are found by flock
+            reclaimed = []
+            for rec in list(_running_records(b)):
+                owner = rec.lease_owner
+                b.move(rec, S.SCHEDULED, now, lease_owner="", lease_deadline=0.0, run_at=0.0)
+                reclaimed.append((rec.id, owner))
+            return reclaimed
         return self._write(op)
 
     def running_leases(self) -> list[tuple[str, str, float]]:
@@ -594,9 +816,23 @@ class LMDBStore:
         self._write(op)
 
     # -- reads ----------------------------------------------------------------
+    @contextlib.contextmanager
     def _read(self):
+        """A read transaction, behind the reopen gate; an engine failure is
+        counted and reported as PersistenceError."""
         self._check_open()
-        return self._env.begin()
+        with self._gate.reading():
+            env = self._env
+            if env is None:
+                raise StoreUnavailable(f"the store at {self.path} is being reopened "
+                                       "after a storage failure; retry shortly")
+            try:
+                with env.begin() as txn:
+                    yield txn
+            except (lmdb.Error, OSError) as e:
+                if isinstance(e, GQError):
+                    raise
+                raise self._storage_failed(e, "read") from e
 
     def get(self, job_id):
         with self._read() as txn:
@@ -696,7 +932,9 @@ class LMDBStore:
         self._writer.close()
         self._closed = True
         self.doorbell.close()
-        self._env.close()
+        with self._gate.reopening():
+            if self._env is not None:
+                self._env.close()
 
 
 def plan_specs(b: Batch, specs, waits, now: float) -> list[str]:
@@ -704,11 +942,16 @@ def plan_specs(b: Batch, specs, waits, now: float) -> list[str]:
     is compiled: gq._core.plan); returns their ids."""
     rows = b.rows
     counts: dict[tuple[int, str], int] = {}
-    ids = plan_rows(specs, waits, b.take_seq(len(specs)), b.store.tag, now,
+    first_seq = b.take_seq(len(specs))
+    ids = plan_rows(specs, waits, first_seq, b.store.tag, now,
                     b.store._listing_prefixes, rows["jobs"], rows["listing"],
                     rows["ready"], rows["delayed"], b.planned, counts)
     for (state, job_type), n in counts.items():
         b.add_count(state, job_type, n)
+    for n, spec in enumerate(specs):   # lifetimes: their deadline index (gq.store.expiry)
+        if spec.lifetime > 0:
+            rows["expiry"].append((K.expiry_key(now + spec.lifetime, first_seq + n),
+                                   ids[n].encode()))
     return ids
 
 
@@ -717,12 +960,13 @@ class _SubmitOp:
     the new jobs into the batch (written together with the other submits of the
     same group commit)."""
 
-    __slots__ = ("specs", "max_depth", "now", "plain")
+    __slots__ = ("specs", "max_depth", "now", "plain", "key_window")
 
-    def __init__(self, specs, max_depth, now):
+    def __init__(self, specs, max_depth, now, key_window=0.0):
         self.specs = specs
         self.max_depth = max_depth
         self.now = now
+        self.key_window = key_window
         # Nothing to look up in the store: the batch plans these with its others.
         if max_depth is not None:
             self.plain = False
@@ -735,6 +979,7 @@ class _SubmitOp:
 
     def __call__(self, b: Batch) -> list[str]:
         if self.plain:
+            b.reserve_room(sum(map(space.job_bytes, self.specs)))   # see gq.store.space
             return b.defer_plain(self.specs)
         specs = self.specs
         results: list[str | None] = [None] * len(specs)
@@ -747,7 +992,7 @@ class _SubmitOp:
                 if spec.key in key_creator:
                     folded.append((i, key_creator[spec.key]))
                     continue
-                existing = self._live_key_owner(b, spec.key)
+                existing = self._live_key_owner(b, spec.key, self.now, self.key_window)
                 if existing is not None:
                     results[i] = existing
                     continue
@@ -760,14 +1005,18 @@ class _SubmitOp:
             else [False] * len(fresh)
         # 3. the hard depth limit: retries never count here, only new submissions
         if self.max_depth is not None and fresh:
-            depth = b.count((S.PENDING, S.SCHEDULED))
+            depth = b.count((S.PENDING, S.SCHEDULED)) - b.requeued()
             if depth + len(fresh) > self.max_depth:
                 raise QueueFull(
-                    f"the queue holds {depth:,} unfinished jobs (pending + scheduled) and "
+                    f"the queue holds {depth:,} jobs waiting to run (pending + scheduled, "
+                    f"retries not counted) and "
                     f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
                     "Retry later or add workers"
                 )
-        # 4. plan the rows (nothing below raises a GQError)
+        # 4. room: keep a reserve for running jobs' outcomes (gq.store.space)
+        if fresh:
+            b.reserve_room(sum(space.job_bytes(spec) for _, spec in fresh))
+        # 5. plan the rows (nothing below raises a GQError)
         if fresh:
             self._plan(b, fresh, waits, results)
         for i, creator in folded:
@@ -779,15 +1028,44 @@ class _SubmitOp:
         are the rare extras."""
         rows = b.rows
         ids = plan_specs(b, [spec for _, spec in fresh], waits, self.now)
+        dep_prefixes: dict[str, bytes] = {}
         for (i, spec), job_id, unmet in zip(fresh, ids, waits):
             results[i] = job_id
             if unmet:
-                rows["dependents"].extend((K.dependent_key(dep, job_id), b"")
-                                          for dep in spec.depends_on)
+                id_bytes = job_id.encode()
+                for dep in spec.depends_on:   # many jobs often share dependencies
+                    prefix = dep_prefixes.get(dep)
+                    if prefix is None:
+                        prefix = dep_prefixes[dep] = K.dependents_prefix(dep)
+                    rows["dependents"].append((prefix + id_bytes, b""))
                 b._has_dependents = True
             if spec.key:
                 rows["keys"].append((K.idempotency_key(spec.key), job_id.encode()))
                 b.planned_keys[spec.key] = job_id
+        # a new job may wait on one that already failed, or on a blocked one
+        if any(waits) and (b.doomed_dependency or blocking.blocked_count(b.txn, b.db)):
+            self._block_new(b, fresh, ids, waits)
+
+    @staticmethod
+    def _block_new(b: Batch, fresh, ids, waits) -> None:
+        """Mark new pending jobs blocked where a dependency cannot complete; jobs
+        of the batch after the batch jobs they depend on."""
+        waiting = {job_id: spec for (_, spec), job_id, unmet in zip(fresh, ids, waits)
+                   if unmet}
+        done: set[str] = set()
+        for start in waiting:   # iterative post-order: batch chains can be long
+            stack = [(start, False)]
+            while stack:
+                job_id, deps_done = stack.pop()
+                if deps_done:
+                    blocking.block_new(b, job_id, waiting[job_id].depends_on)
+                    continue
+                if job_id in done:
+                    continue
+                done.add(job_id)
+                stack.append((job_id, True))
+                stack.extend((dep, False) for dep in waiting[job_id].depends_on
+                             if dep in waiting and dep not in done)
 
     @staticmethod
     def _exists(b: Batch, job_id: str) -> bool:
@@ -797,6 +1075,7 @@ class _SubmitOp:
     def _check_dependencies(self, b: Batch, fresh) -> list[bool]:
         batch_ids = {s.id for s in self.specs if s.id is not None}
         created = {spec.id for _, spec in fresh if spec.id is not None}
+        stored: dict[str, int] = {}
         waits = []
         for i, spec in fresh:
             unmet = False
@@ -808,15 +1087,22 @@ class _SubmitOp:
                     raise ValidationError(
                         f"a job depends on {dep!r}, which the batch did not create because "
                         "its idempotency key matched an existing job; depend on that job instead")
-                raw = b.txn.get(dep.encode(), db=b.db["jobs"])
-                if raw is None:
-                    raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
-                unmet = unmet or load_record(raw, dep).state != S.COMPLETED
+                dep_state = stored.get(dep)
+                if dep_state is None:   # read each stored dependency once per batch
+                    raw = b.txn.get(dep.encode(), db=b.db["jobs"])
+                    if raw is None:
+                        raise UnknownDependency(spec.id or f"#{i} ({spec.type})", dep)
+                    dep_state = stored[dep] = load_record(raw, dep).state
+                unmet = unmet or dep_state != S.COMPLETED
+                if dep_state in blocking.UNSATISFIABLE:
+                    b.doomed_dependency = True
             waits.append(unmet)
         return waits
 
     @staticmethod
-    def _live_key_owner(b: Batch, key: str) -> str | None:
+    def _live_key_owner(b: Batch, key: str, now: float, window: float) -> str | None:
+        """The job that holds idempotency key `key`: one not finished, or one
+        completed less than `window` seconds ago."""
         planned = b.planned_keys.get(key)
         if planned is not None:
             return planned
@@ -825,9 +1111,28 @@ class _SubmitOp:
             return None
         job_id = bytes(raw).decode()
         owner = b.txn.get(raw, db=b.db["jobs"])
-        if owner is None or S.is_terminal(load_record(owner, job_id).state):
+        if owner is None:
             return None
-        return job_id
+        rec = load_record(owner, job_id)
+        if not S.is_terminal(rec.state):
+            return job_id
+        if rec.state == S.COMPLETED and window > 0 and now - rec.finished_at < window:
+            return job_id
+        return None
+
+
+def _probe_op(b: Batch) -> None:
+    """One small synced write: the circuit breaker's probe, and the commit after
+    a purge that lets LMDB reuse the pages the purge freed."""
+    b.wrote = True
+    b.txn.put(K.META_PROBE, K.pack_u64(int(b.store.reopens)), db=b.db["meta"])
+
+
+def _is_engine_failure(e: BaseException) -> bool:
+    """An I/O-level failure of the storage engine (a failed write or fsync, a
+    panicked environment), as opposed to a full map or a bug in an op."""
+    return isinstance(e, (lmdb.Error, OSError)) and not isinstance(
+        e, (lmdb.MapFullError, lmdb.BadValsizeError, GQError))
 
 
 # -- the worker's write ops (run by the group-commit writer) -------------------
@@ -1067,12 +1372,14 @@ class _Registry:
         self._stores: dict[str, list] = {}   # realpath -> [store, refcount]
         os.register_at_fork(after_in_child=self._forget_after_fork)
 
-    def acquire(self, path: str, map_size: int) -> LMDBStore:
+    def acquire(self, path: str, map_size: int, **options) -> LMDBStore:
+        """The store of `path` in this process (opened with `options` if it is
+        the first acquire)."""
         real = os.path.realpath(path)
         with self._lock:
             entry = self._stores.get(real)
             if entry is None:
-                entry = self._stores[real] = [LMDBStore(path, map_size=map_size), 0]
+                entry = self._stores[real] = [LMDBStore(path, map_size=map_size, **options), 0]
             entry[1] += 1
             return entry[0]
 

@@ -32,7 +32,9 @@ def acquire(location: str, config):
                                ) from None
         return pg_registry.acquire(location)
     from gq.store.lmdb import registry
-    return registry.acquire(location, config.map_size)
+    return registry.acquire(location, config.map_size,
+                            circuit_threshold=config.circuit_threshold,
+                            circuit_cooldown=config.circuit_cooldown)
 
 
 def release(store) -> None:

@@ -13,7 +13,8 @@ A graceful exit deletes the row, or marks it `clean_exit` when jobs were still
 leased (the shutdown timeout cut them off), so they are rescheduled without
 counting a crash — as the LMDB store's lock files do.
 
-The same thread does the store's housekeeping: folding count deltas together.
+The same thread does the store's housekeeping: folding count deltas together,
+and deleting the rows of instances dead for an hour that hold no job.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class Announcement:
                 beats += 1
                 if beats % HOUSEKEEPING_EVERY == 0:
                     self._store.fold_counts()
+                    self._store._execute(   # rows of long-dead instances holding no job
+                        "DELETE FROM gq_instances i WHERE heartbeat_at < clock_timestamp() "
+                        "- interval '1 hour' AND NOT EXISTS (SELECT 1 FROM gq_jobs j "
+                        "WHERE j.state = 2 AND j.lease_owner = i.id)")
             except psycopg.Error as e:
                 log.warning("heartbeat of %s failed: %s", self.instance_id, e)
             except Exception as e:   # the store closed under us

@@ -17,6 +17,7 @@ Tables:
   gq_paused      paused job types
   gq_instances   worker heartbeats: liveness across machines (no file locks)
   gq_meta        schema_version, tag
+  gq_periodic    periodic schedule -> last occurrence submitted (v2)
 
 Indexes serve exactly the queries of gq.store.postgres: the claim (type,
 priority DESC, ready_seq) over ready rows only, the ready feed (ready_seq),
@@ -27,7 +28,9 @@ two unfinished jobs can never share a key, whoever submits them).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from gq.store.pg_scheduling import MIGRATION_V2
+
+SCHEMA_VERSION = 2
 
 # State codes (gq._core.states): 0 pending, 1 scheduled, 2 running, 3 completed,
 # 4 failed, 5 dead_letter, 6 cancelled.
@@ -129,5 +132,5 @@ CREATE TRIGGER gq_jobs_count_delete AFTER DELETE ON gq_jobs
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION gq_count_deleted();
 """
 
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, MIGRATION_V2]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -10,6 +10,8 @@ How the contract maps onto PostgreSQL:
   ops waiting when a transaction starts share it, and the new jobs of every
   submit op in it go in with ONE multi-row INSERT (unnest of arrays) when the
   transaction flushes. Sequence numbers come from the database (`gq_seq`).
+  Unlike LMDB (one writer at a time, by design) several writers, each with its
+  own session, may have transactions in flight ($GQ_POSTGRES_WRITERS, 2).
 - An op does its checks (SELECTs, with FOR SHARE / FOR UPDATE where another
   session could change the answer before commit) before its first write, and
   raises a GQError there: a refused op leaves nothing behind. A transaction
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
 import secrets
@@ -52,6 +55,7 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError
 from gq.store.opening import shown
+from gq.store import pg_scheduling
 from gq.store.pg_instances import Instances
 from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from gq.store.pg_wake import ListenDoorbell
@@ -61,6 +65,7 @@ from gq.store.writer import GroupCommitWriter
 log = logging.getLogger("gq.store")
 
 RETRIES = 3            # re-runs of an op whose transaction the server aborted
+WRITER_LANES = int(os.environ.get("GQ_POSTGRES_WRITERS", "2"))   # see _Lane
 POOL_SIZE = 8          # read connections per store
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
 _SEP = chr(31)         # joins dependency ids for unnest (ids never hold control chars)
@@ -179,14 +184,14 @@ class _Tx:
             if due:
                 self.ring = True
         keys = [p.spec.key for p in planned]
-        cur.execute(
+        cur.execute(   # binary parameters: no text escaping of the arrays
             "INSERT INTO gq_jobs (id, type, state, priority, max_attempts, seq, ready_seq, "
             "created_at, updated_at, run_at, timeout, lifetime, payload, depends_on, key) "
             "SELECT i, t, s, p, m, q, CASE WHEN r THEN q END, c, c, ra, tm, lt, pl, "
             "string_to_array(d, chr(31)), NULLIF(k, '') FROM unnest("
-            "%s::text[], %s::text[], %s::int2[], %s::int4[], %s::int4[], %s::int8[], "
-            "%s::bool[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::bytea[], "
-            "%s::text[], %s::text[]) AS u(i, t, s, p, m, q, r, c, ra, tm, lt, pl, d, k)",
+            "%b::text[], %b::text[], %b::int2[], %b::int4[], %b::int4[], %b::int8[], "
+            "%b::bool[], %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::bytea[], "
+            "%b::text[], %b::text[]) AS u(i, t, s, p, m, q, r, c, ra, tm, lt, pl, d, k)",
             (*cols, keys))
         self.planned_ids.clear()
         self.planned_keys.clear()
@@ -218,11 +223,13 @@ class PostgresStore:
         except psycopg.Error as e:
             raise DataDirError(f"cannot open the PostgreSQL store at {redact(url)}: "
                                f"{str(e).strip()}") from None
-        self._conn = None
-        self._conn_lock = threading.Lock()
+        self._lanes = [_Lane(url) for _ in range(WRITER_LANES)]
+        self._next_lane = itertools.count()
         self.doorbell = ListenDoorbell(url, self.channel)
         self.instances = Instances(self)
-        self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{self.channel}")
+        for i, lane in enumerate(self._lanes):
+            lane.writer = GroupCommitWriter(functools.partial(self._run_batch, lane),
+                                            name=f"gq-writer-{i}:{self.channel}")
         self._closed = False
 
     # -- opening ----------------------------------------------------------------
@@ -234,6 +241,10 @@ class PostgresStore:
                                    "live in: the search_path names no existing schema")
             self.schema = schema
             self.channel = f"gq:{schema}"
+            if conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+                log.warning("synchronous_commit is off on %s: an acknowledged submit can be "
+                            "lost if the server crashes; gq's durability needs it on",
+                            redact(url))
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
                              (f"gq-migrate:{schema}",))
@@ -263,17 +274,9 @@ class PostgresStore:
                                         ).fetchone()[0]
 
     # -- the writer's side --------------------------------------------------------
-    def _writer_conn(self):
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None:
-                conn.close()
-            conn = self._conn = psycopg.connect(self.path, autocommit=False)
-        return conn
-
-    def _run_batch(self, ops) -> None:
+    def _run_batch(self, lane, ops) -> None:
         try:
-            self._commit(ops)
+            self._commit(lane, ops)
             return
         except _PartialWrite:
             pass
@@ -286,7 +289,7 @@ class PostgresStore:
         for op in ops:
             for attempt in range(RETRIES):
                 try:
-                    self._commit([op])
+                    self._commit(lane, [op])
                     break
                 except _PartialWrite as e:
                     op.result, op.error = None, e.__cause__
@@ -296,11 +299,22 @@ class PostgresStore:
                     if not _retriable(e):
                         break
 
-    def _commit(self, ops) -> None:
-        with self._conn_lock:
-            conn = self._writer_conn()
+    def _commit(self, lane, ops) -> None:
+        for attempt in range(2):
+            try:
+                return self._commit_once(lane, ops)
+            except _SessionGone:
+                if attempt:
+                    raise PersistenceError(f"PostgreSQL at {redact(self.path)} cannot be "
+                                           "reached; nothing was written") from None
+
+    def _commit_once(self, lane, ops) -> None:
+        began = False
+        with lane.lock:
+            conn = lane.connection()
             try:
                 with conn.transaction():
+                    began = True
                     tx = _Tx(self, conn)
                     for op in ops:
                         tx.wrote = False
@@ -313,6 +327,10 @@ class PostgresStore:
                     tx.flush()
             except psycopg.OperationalError:
                 conn.close()   # a broken session is reopened by the next batch
+                if not began:
+                    # it was gone before the transaction began (a server restart,
+                    # an idle session ended): nothing ran, a new session may retry
+                    raise _SessionGone() from None
                 raise
         if tx.ring:
             self.doorbell.ring()   # this process's workers, without the round trip
@@ -331,18 +349,25 @@ class PostgresStore:
 
     def _write(self, fn):
         self._check_open()
-        return self._writer.call(fn)
+        return self._lane().writer.call(fn)
 
     async def _awrite(self, fn):
         self._check_open()
-        return await self._writer.acall(fn, asyncio.get_running_loop())
+        return await self._lane().writer.acall(fn, asyncio.get_running_loop())
+
+    def _lane(self):
+        return self._lanes[next(self._next_lane) % len(self._lanes)]
 
     # -- reads (a pooled session each, autocommit) ----------------------------------
     def _query(self, query, params=None):
         self._check_open()
         try:
-            with self._pool.connection() as conn:
-                return conn.execute(query, params).fetchall()
+            try:
+                with self._pool.connection() as conn:
+                    return conn.execute(query, params).fetchall()
+            except psycopg.OperationalError:   # a dead pooled session: one more try
+                with self._pool.connection() as conn:
+                    return conn.execute(query, params).fetchall()
         except psycopg.Error as e:
             raise PersistenceError(f"PostgreSQL read failed at {redact(self.path)}: "
                                    f"{str(e).strip()}") from None
@@ -352,10 +377,15 @@ class PostgresStore:
         return rows[0] if rows else None
 
     def _execute(self, query, params=None) -> None:
+        """An idempotent statement (heartbeats, housekeeping) on a pooled session."""
         self._check_open()
         try:
-            with self._pool.connection() as conn:
-                conn.execute(query, params)
+            try:
+                with self._pool.connection() as conn:
+                    conn.execute(query, params)
+            except psycopg.OperationalError:   # a dead pooled session: one more try
+                with self._pool.connection() as conn:
+                    conn.execute(query, params)
         except psycopg.Error as e:
             raise PersistenceError(f"PostgreSQL write failed at {redact(self.path)}: "
                                    f"{str(e).strip()}") from None
@@ -421,11 +451,33 @@ class PostgresStore:
                 for job_id, owner, deadline, db_now in rows]
 
     # -- writes -----------------------------------------------------------------------
-    def submit(self, specs, *, max_depth=None, now):
-        return self._write(_SubmitOp(specs, max_depth, now))
+    def submit(self, specs, *, max_depth=None, now, key_window=0.0):
+        return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
-    async def asubmit(self, specs, *, max_depth=None, now):
-        return await self._awrite(_SubmitOp(specs, max_depth, now))
+    async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
+        return await self._awrite(_SubmitOp(specs, max_depth, now, key_window))
+
+    # -- scheduling (gq.store.pg_scheduling) ---------------------------------------------
+    def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
+                          key_window=0.0):
+        return self._write(functools.partial(pg_scheduling.submit_occurrence, name,
+                                             occurrence, _SubmitOp(specs, max_depth, now,
+                                                                   key_window)))
+
+    def expire_lifetimes(self, *, now, limit=1000):
+        return self._write(functools.partial(pg_scheduling.expire, now, limit))
+
+    async def aexpire_lifetimes(self, *, now, limit=1000):
+        return await self._awrite(functools.partial(pg_scheduling.expire, now, limit))
+
+    def next_expiry(self):
+        return pg_scheduling.next_expiry(self)
+
+    def blocked_count(self) -> int:
+        return pg_scheduling.blocked_count(self)
+
+    def waiting_on(self, job_id):
+        return pg_scheduling.waiting_on(self, job_id)
 
     def cancel(self, job_id, *, now):
         def op(tx: _Tx):
@@ -433,10 +485,12 @@ class PostgresStore:
             S.check_transition(rec.state, S.CANCELLED, job_id)
             if rec.state == S.RUNNING:
                 tx.ring = True   # its worker must stop the handler
-            return to_record(tx.write(
+            cancelled = to_record(tx.write(
                 f"UPDATE gq_jobs j SET state = 6, ready_seq = NULL, finished_at = %s, "
                 f"updated_at = %s WHERE id = %s RETURNING {J_COLUMNS}",
                 (now, now, job_id)).fetchone())
+            pg_scheduling.ended(tx, [job_id], "cancelled")
+            return cancelled
         return self._write(op)
 
     def retry(self, job_id, *, now):
@@ -495,7 +549,7 @@ class PostgresStore:
     async def afinish_many_and_claim(self, finishes, *, owner, now, candidates=(),
                                      lease_deadline=0.0):
         def op(tx: _Tx):
-            refused, _ = _finish_many(tx, finishes, owner, now)
+            refused, _ = _finish_many(tx, finishes, owner, now, records=False)
             claimed = _claim(candidates, owner, lease_deadline, now, tx) \
                 if len(candidates) else []
             return refused, claimed
@@ -538,6 +592,11 @@ class PostgresStore:
     async def apurge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
         return await self._awrite(functools.partial(_purge, now - older_than, limit))
 
+    def check(self, report):
+        """`gq check` (gq.store.pg_check): read-only, one snapshot."""
+        from gq.store.pg_check import check_postgres
+        return check_postgres(self, report)
+
     # -- moving between stores (gq export / gq import) -----------------------------
     def insert_records(self, records, *, now: float) -> None:
         """Store moved-in records as they are (state, attempts, crashes, result...)
@@ -579,13 +638,43 @@ class PostgresStore:
     def close(self) -> None:
         if self._closed:
             return
-        self._writer.close()
+        for lane in self._lanes:
+            lane.writer.close()
         self._closed = True
         self.doorbell.close()
         self._pool.close()
-        with self._conn_lock:
+        for lane in self._lanes:
+            lane.close()
+
+
+class _Lane:
+    """One writer thread and its session. A store has WRITER_LANES of them: ops
+    are dealt out in turn, so several transactions are in flight at once and the
+    server's own group commit merges their WAL flushes (one session would wait
+    for each flush before starting the next transaction)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.lock = threading.Lock()
+        self.writer: GroupCommitWriter | None = None
+        self._conn = None
+
+    def connection(self):
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            conn = self._conn = psycopg.connect(self.url, autocommit=False)
+        return conn
+
+    def close(self) -> None:
+        with self.lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+class _SessionGone(Exception):
+    """The writer's session failed before its transaction began."""
 
 
 class _PartialWrite(Exception):
@@ -602,12 +691,13 @@ class _SubmitOp:
     """The write op of submit / submit_many: every check first, then the new jobs
     are planned into the transaction (one multi-row INSERT for all its submits)."""
 
-    __slots__ = ("specs", "max_depth", "now")
+    __slots__ = ("specs", "max_depth", "now", "key_window")
 
-    def __init__(self, specs, max_depth, now):
+    def __init__(self, specs, max_depth, now, key_window=0.0):
         self.specs = specs
         self.max_depth = max_depth
         self.now = now
+        self.key_window = key_window
 
     def __call__(self, tx: _Tx) -> list[str]:
         specs = self.specs
@@ -616,8 +706,13 @@ class _SubmitOp:
         key_creator: dict[str, int] = {}
         folded = []                             # (index, creator index)
         keys = [s.key for s in specs if s.key and s.key not in tx.planned_keys]
+        # a key is held by its unfinished job, or one completed within key_window
+        # (the unfinished one, last in this order, wins)
         owners = dict(tx.rows("SELECT key, id FROM gq_jobs WHERE key = ANY(%s) "
-                              "AND state IN (0, 1, 2)", (keys,))) if keys else {}
+                              "AND (state IN (0, 1, 2) OR (state = 3 AND %s > 0 AND "
+                              "finished_at > %s)) ORDER BY state DESC",
+                              (keys, self.key_window, self.now - self.key_window))) \
+            if keys else {}
         named = [s.id for s in specs if s.id is not None]
         taken = {r[0] for r in tx.rows("SELECT id FROM gq_jobs WHERE id = ANY(%s)",
                                        (named,))} if named else set()
@@ -644,12 +739,13 @@ class _SubmitOp:
                     (f"gq-depth:{tx.store.schema}",))
             depth = tx.rows("SELECT coalesce(sum(n), 0)::int8 FROM gq_counts "
                             "WHERE state IN (0, 1)")[0][0]
+            depth -= tx.rows(pg_scheduling.REQUEUED_SQL)[0][0]   # retries do not count
             depth += sum(1 for p in tx.planned if p.state in _ACTIVE)
             if depth + len(fresh) > self.max_depth:
                 raise QueueFull(
-                    f"the queue holds {depth:,} unfinished jobs (pending + scheduled) and "
-                    f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
-                    "Retry later or add workers")
+                    f"the queue holds {depth:,} jobs waiting to run (pending + scheduled, "
+                    f"retries not counted) and max_depth is {self.max_depth:,}; "
+                    f"{len(fresh)} more would pass it. Retry later or add workers")
         # plan (nothing below raises a GQError)
         by_index: dict[int, _Planned] = {}
         for (i, spec), unmet in zip(fresh, waits):
@@ -745,9 +841,11 @@ def _claim(candidates, owner, lease_deadline, now, tx: _Tx):
     return [to_record(r) for r in rows]
 
 
-def _finish_many(tx: _Tx, finishes, owner, now):
+def _finish_many(tx: _Tx, finishes, owner, now, records: bool = True):
     """Record outcomes, fenced by (state, attempt, owner) in the UPDATE's WHERE.
-    Returns ({job_id: LeaseLost | JobNotFound} refused, finished records)."""
+    Returns ({job_id: LeaseLost | JobNotFound} refused, finished records, or
+    (id, state, ready_seq) rows when not `records`). One statement also takes the
+    completed jobs' dependents out of gq_dependents (to be released below)."""
     finishes = list(finishes)
     if not finishes:
         return {}, []
@@ -755,7 +853,7 @@ def _finish_many(tx: _Tx, finishes, owner, now):
         S.check_transition(S.RUNNING, state, job_id)   # a caller's bug: before any write
     cols = list(zip(*finishes))
     rows = tx.write(
-        "UPDATE gq_jobs j SET state = f.state, "
+        "WITH done AS (UPDATE gq_jobs j SET state = f.state, "
         " ready_seq = CASE WHEN f.state = 1 AND f.run_at <= %(now)s THEN nextval('gq_seq') END,"
         " lease_owner = '', lease_deadline = 0,"
         " result = CASE WHEN f.state = 3 THEN f.result ELSE j.result END,"
@@ -767,14 +865,18 @@ def _finish_many(tx: _Tx, finishes, owner, now):
         " %(results)s::bytea[], %(errors)s::bytea[], %(run_ats)s::float8[]) "
         " AS f(id, attempt, state, result, error, run_at) "
         "WHERE j.id = f.id AND j.state = 2 AND j.attempts = f.attempt "
-        f" AND j.lease_owner = %(owner)s RETURNING {J_COLUMNS}",
+        " AND j.lease_owner = %(owner)s RETURNING j.id AS id_, j.state AS state_, "
+        f" coalesce(j.ready_seq, 0) AS ready_, {J_COLUMNS if records else 'NULL'}), "
+        "gone AS (DELETE FROM gq_dependents WHERE dependency IN "
+        " (SELECT id_ FROM done WHERE state_ = 3) RETURNING dependent) "
+        "SELECT *, (SELECT array_agg(DISTINCT dependent) FROM gone) FROM done",
         {"now": now, "owner": owner, "ids": list(cols[0]), "attempts": list(cols[1]),
          "states": list(cols[2]), "results": [bytes(r) for r in cols[3]],
          "errors": [bytes(e) for e in cols[4]], "run_ats": list(cols[5])}).fetchall()
-    done = [to_record(r) for r in rows]
+    done = [to_record(r[3:-1]) for r in rows] if records else [r[:3] for r in rows]
     refused = {}
-    if len(done) < len(finishes):
-        got = {rec.id for rec in done}
+    if len(rows) < len(finishes):
+        got = {r[0] for r in rows}
         missing = {f[0]: f[1] for f in finishes if f[0] not in got}
         now_states = {r[0]: (r[1], r[2]) for r in tx.rows(
             "SELECT id, state, attempts FROM gq_jobs WHERE id = ANY(%s)", (list(missing),))}
@@ -784,24 +886,21 @@ def _finish_many(tx: _Tx, finishes, owner, now):
             else:
                 state, attempts = now_states[job_id]
                 refused[job_id] = LeaseLost(job_id, attempt, S.STATE_NAMES[state], attempts)
-    if any(rec.ready_seq for rec in done):
+    if any(r[2] for r in rows):
         tx.ring = True
-    completed = [rec.id for rec in done if rec.state == S.COMPLETED]
-    if completed:
-        _release_dependents(tx, completed, now)
+    waiting = rows[0][-1] if rows else None
+    if waiting:
+        _release_dependents(tx, sorted(waiting), now)
+    for state in (S.FAILED, S.DEAD_LETTER):
+        pg_scheduling.ended(tx, [r[0] for r in rows if r[1] == state], S.STATE_NAMES[state])
     return refused, done
 
 
-def _release_dependents(tx: _Tx, completed: list[str], now: float) -> None:
-    """Pending dependents whose dependencies are now all completed -> scheduled.
-    Each dependent row is locked first (in id order: no deadlocks), so of two
-    transactions completing its last two dependencies the second one, reading
-    after the first committed, sees both completed."""
-    waiting = sorted({r[0] for r in tx.write(
-        "DELETE FROM gq_dependents WHERE dependency = ANY(%s) RETURNING dependent",
-        (completed,)).fetchall()})
-    if not waiting:
-        return
+def _release_dependents(tx: _Tx, waiting: list[str], now: float) -> None:
+    """Pending dependents (of jobs just completed) whose dependencies are now all
+    completed -> scheduled. Each dependent row is locked first (in id order: no
+    deadlocks), so of two transactions completing its last two dependencies the
+    second one, reading after the first committed, sees both completed."""
     tx.write("SELECT id FROM gq_jobs WHERE id = ANY(%s) AND state = 0 ORDER BY id FOR UPDATE",
              (waiting,))
     released = tx.write(
@@ -854,6 +953,7 @@ def _reclaim_owner(owner, now, crashed, quarantine_after, tx: _Tx):
             tx.write("UPDATE gq_jobs SET state = 5, lease_owner = '', lease_deadline = 0, "
                      "crashes = %s, error = %s, finished_at = %s, updated_at = %s "
                      "WHERE id = %s", (crashes, error, now, now, job_id))
+            pg_scheduling.ended(tx, [job_id], "dead_letter")
         else:
             tx.write("UPDATE gq_jobs SET state = 1, ready_seq = nextval('gq_seq'), "
                      "lease_owner = '', lease_deadline = 0, run_at = 0, crashes = %s, "

@@ -229,5 +229,51 @@ def test_asubmit_from_many_coroutines_shares_transactions(stores):
                                       for i in range(500)))
     ids = [r[0] for r in asyncio.run(main())]
     assert len(set(ids)) == 500
-    seqs = [store.get(i).seq for i in ids[:5]]
-    assert seqs == sorted(seqs)
+    # concurrent callers have no order among them (several writer sessions), but
+    # every caller got the id of its own job
+    assert [store.get(i).payload for i in ids] == [str(i).encode() for i in range(500)]
+
+
+def test_check_finds_nothing_on_a_healthy_store_and_a_stuck_dependent(stores, postgres_url):
+    from gq.check import check_store
+
+    (store,) = stores(1)
+    store.submit([spec(id="p"), spec(id="c", depends_on=["p"]), spec()], max_depth=None,
+                 now=time.time())
+    report = check_store(store)
+    assert report.ok and report.records == 3
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")   # no count triggers
+        conn.execute("UPDATE gq_jobs SET state = 3, ready_seq = NULL WHERE id = 'p'")
+    report = check_store(store)
+    assert not report.ok
+    assert any("counts" in p for p in report.index_problems)
+    assert any("job c is pending" in p for p in report.index_problems)
+
+
+def test_store_outlives_its_sessions_being_ended(stores, postgres_url):
+    """A server restart or an idle-session timeout ends every session: the next
+    write, read and wake-up go through on new sessions, nothing lost."""
+    listener, store = stores(2)
+    sock = listener.doorbell.listen("w")
+    try:
+        first = store.submit([spec(payload=1)], max_depth=None, now=time.time())[0]
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'").fetchone()[0]
+        assert ended >= 4
+        time.sleep(0.2)
+        while select.select([sock], [], [], 0.1)[0]:
+            sock.recv(64)
+        second, third = (store.submit([spec(payload=n)], max_depth=None, now=time.time())[0]
+                         for n in (2, 3))          # both writer sessions were ended
+        assert [store.get(j).payload for j in (first, second, third)] == [b"1", b"2", b"3"]
+        wait_s = time.monotonic() + 10
+        while time.monotonic() < wait_s and not select.select([sock], [], [], 0.2)[0]:
+            store.submit([spec()], max_depth=None, now=time.time())   # after it relistens
+        assert select.select([sock], [], [], 0)[0], "no wake-up after the sessions ended"
+        assert store.counts()[(S.SCHEDULED, "t")] >= 3
+    finally:
+        listener.doorbell.unlisten(sock)

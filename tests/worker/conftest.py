@@ -55,13 +55,16 @@ def markers(tmp_path):
 
 
 @pytest.fixture
-def spawn_worker(data_dir, markers):
+def spawn_worker(data_dir, markers, request):
     """spawn_worker("module:q", *cli args, console_script=False, env=None) -> a
-    running WorkerProcess on this test's data dir; killed at teardown if alive."""
+    running WorkerProcess on this test's data dir, or on its store of either
+    backend when the test uses `location`; killed at teardown if alive."""
     procs = []
+    where = request.getfixturevalue("location") if "location" in request.fixturenames \
+        else data_dir
 
     def spawn(target, *args, **kwargs):
-        p = WorkerProcess(target, data_dir, markers, *args, **kwargs)
+        p = WorkerProcess(target, where, markers, *args, **kwargs)
         procs.append(p)
         return p
     yield spawn

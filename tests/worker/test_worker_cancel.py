@@ -15,8 +15,8 @@ import gq
 from worker_harness import marker_path, run_cli, wait_state, wait_until
 
 
-def test_cancel_from_another_process_stops_the_handler(data_dir, markers, spawn_worker):
-    q = gq.Queue(data_dir)
+def test_cancel_from_another_process_stops_the_handler(location, markers, spawn_worker):
+    q = gq.Queue(location)
     try:
         worker = spawn_worker("app_long:q")
         worker.wait_started()
@@ -26,7 +26,7 @@ def test_cancel_from_another_process_stops_the_handler(data_dir, markers, spawn_
         assert q.get(jid).state is gq.State.RUNNING
 
         t0 = time.monotonic()
-        out = run_cli("cancel", jid, "--data", data_dir)
+        out = run_cli("cancel", jid, "--data", location)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == f"{jid}: cancelled"
         assert q.get(jid).state is gq.State.CANCELLED     # at once, in the store
@@ -53,19 +53,19 @@ def test_cancel_from_another_process_stops_the_handler(data_dir, markers, spawn_
         q.close()
 
 
-def test_cancel_of_a_running_sync_handler_from_another_process(data_dir, markers,
+def test_cancel_of_a_running_sync_handler_from_another_process(location, markers,
                                                                 spawn_worker):
     """A sync handler cannot be interrupted: the job is cancelled in the store at
     once, the worker abandons the thread, and the handler's later return does not
     resurrect the job."""
-    q = gq.Queue(data_dir)
+    q = gq.Queue(location)
     try:
         worker = spawn_worker("app_long:q", "--concurrency", "1")
         worker.wait_started()
         jid = q.submit("sleep.sync", {"seconds": 1.5})
         wait_until(lambda: os.path.exists(marker_path(markers, jid, "started.1")), 15,
                    what="the handler to start")
-        out = run_cli("cancel", jid, "--data", data_dir)
+        out = run_cli("cancel", jid, "--data", location)
         assert out.returncode == 0, out.stderr
         worker.wait_for_log(f"job {jid} (sleep.sync) attempt 1 stopped: cancelled", 3)
         # its slot is free (concurrency 1) while its thread still sleeps

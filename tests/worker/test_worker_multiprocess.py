@@ -65,11 +65,11 @@ def run_until_done(q, ids, workers, timeout):
                f"({[w.output[-2000:] for w in workers]})")
 
 
-def test_two_worker_processes_run_each_job_exactly_once(data_dir, tmp_path, markers,
+def test_two_worker_processes_run_each_job_exactly_once(location, tmp_path, markers,
                                                         spawn_worker):
     ledger = str(tmp_path / "ledger.txt")
     env = {"GQ_TEST_LEDGER": ledger}
-    with gq.Queue(data_dir) as q:
+    with gq.Queue(location) as q:
         workers = [spawn_worker("app_ledger:q", "--concurrency", "32", env=env)
                    for _ in range(2)]
         for w in workers:
@@ -85,11 +85,11 @@ def test_two_worker_processes_run_each_job_exactly_once(data_dir, tmp_path, mark
             assert "refused" not in w.output and "Traceback" not in w.output
 
 
-def test_processes_option_runs_each_job_exactly_once(data_dir, tmp_path, markers,
+def test_processes_option_runs_each_job_exactly_once(location, tmp_path, markers,
                                                      spawn_worker):
     """`gq worker --processes 2`: a supervisor and two forked peer workers."""
     ledger = str(tmp_path / "ledger.txt")
-    with gq.Queue(data_dir) as q:
+    with gq.Queue(location) as q:
         worker = spawn_worker("app_ledger:q", "--processes", "2", "--concurrency", "32",
                               env={"GQ_TEST_LEDGER": ledger})
         worker.wait_started(processes=2)

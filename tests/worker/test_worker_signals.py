@@ -16,8 +16,8 @@ from worker_harness import marker_path, wait_state, wait_until
 
 
 @pytest.fixture
-def q(data_dir):
-    queue = gq.Queue(data_dir)
+def q(location):
+    queue = gq.Queue(location)
     yield queue
     queue.close()
 

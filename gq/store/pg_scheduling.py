@@ -1,0 +1,127 @@
+"""Scheduling on the PostgreSQL store: lifetimes, blocked dependencies, periodic
+occurrences — the same behaviour as gq.store.expiry / blocking / occurrences on
+LMDB, in SQL.
+
+- Lifetime deadlines are the expression `created_at + lifetime`, indexed over
+  unfinished jobs with a lifetime (schema v2), so the sweep reads only the
+  expired head.
+- Blocked jobs are not stored: a pending job is blocked while a walk up its
+  dependencies through pending jobs reaches one that ended failed,
+  dead_letter or cancelled. `gq_dependents` keeps exactly the edges such a walk
+  needs (rows go when their dependency completes). The "Dependency not
+  satisfiable" lines are logged by the transaction that ends the root.
+- Periodic cursors are rows of `gq_periodic`, locked FOR UPDATE by the
+  transaction that submits the occurrence.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gq._core import states as S
+from gq.jobs import Category, JobError
+
+log = logging.getLogger("gq.dependencies")
+
+UNSATISFIABLE = (S.FAILED, S.DEAD_LETTER, S.CANCELLED)
+_DEADLINE = "created_at + lifetime"
+_EXPIRABLE = "lifetime > 0 AND state IN (0, 1, 2)"   # the partial index's predicate
+
+
+def next_expiry(store) -> float | None:
+    return store._query_one(f"SELECT min({_DEADLINE}) FROM gq_jobs WHERE {_EXPIRABLE}")[0]
+
+
+def expire(now: float, limit: int, tx) -> list[tuple[str, str, int]]:
+    rows = tx.rows(
+        f"SELECT id, type, state, lifetime, created_at, attempts FROM gq_jobs "
+        f"WHERE {_EXPIRABLE} AND {_DEADLINE} <= %s ORDER BY {_DEADLINE} LIMIT %s "
+        f"FOR UPDATE SKIP LOCKED", (now, limit))
+    expired = []
+    for job_id, job_type, state, lifetime, created_at, attempts in rows:
+        message = (f"lifetime of {lifetime:g}s passed while it was {S.STATE_NAMES[state]} "
+                   f"(submitted {now - created_at:.1f}s ago)")
+        # lifetime = -1: like LMDB's spent expiry entry, an operator retry then
+        # runs the job without a lifetime
+        tx.write("UPDATE gq_jobs SET state = 5, ready_seq = NULL, lease_owner = '', "
+                 "lease_deadline = 0, lifetime = -1, finished_at = %s, updated_at = %s, "
+                 "error = %s "
+                 "WHERE id = %s", (now, now, JobError(Category.TIMEOUT, message, None,
+                                                       attempts).to_json(), job_id))
+        if state == S.RUNNING:
+            tx.ring = True   # its worker must stop the handler
+        expired.append((job_id, job_type, state))
+    ended(tx, [job_id for job_id, _, _ in expired], "dead_letter")
+    return expired
+
+
+# A walk down from roots through pending dependents: (job, root, chain).
+_BLOCKED_WALK = """
+WITH RECURSIVE walk(id, root, chain) AS (
+    SELECT d.dependent, r.id, ARRAY[r.id, d.dependent]
+    FROM gq_dependents d JOIN gq_jobs r ON r.id = d.dependency
+    WHERE r.state IN (4, 5, 6) {roots}
+  UNION
+    SELECT d.dependent, w.root, w.chain || d.dependent
+    FROM walk w JOIN gq_jobs j ON j.id = w.id AND j.state = 0
+    JOIN gq_dependents d ON d.dependency = w.id
+    WHERE NOT d.dependent = ANY(w.chain)
+)
+SELECT w.id, w.root, w.chain FROM walk w JOIN gq_jobs j ON j.id = w.id WHERE j.state = 0
+"""
+
+
+def ended(tx, job_ids: list[str], how: str) -> None:
+    """Jobs that just ended failed / dead_letter / cancelled: log each pending job
+    down their dependency chains as blocked."""
+    if not job_ids:
+        return
+    for job_id, root, chain in tx.rows(_BLOCKED_WALK.format(roots="AND r.id = ANY(%s)"),
+                                       (job_ids,)):
+        log.warning("Dependency not satisfiable: job %s waits on %s, which ended %s "
+                    "(chain %s); it stays pending until %s is retried and completes, or "
+                    "its lifetime ends", job_id, root, how, " -> ".join(chain), root,
+                    extra={"job_id": job_id, "root": root, "chain": list(chain)})
+
+
+def blocked_count(store) -> int:
+    return store._query_one(f"SELECT count(DISTINCT id) FROM ({_BLOCKED_WALK.format(roots='')}"
+                            ") b")[0]
+
+
+def waiting_on(store, job_id: str):
+    from gq.errors import JobNotFound
+    row = store._query_one("SELECT depends_on FROM gq_jobs WHERE id = %s", (job_id,))
+    if row is None:
+        raise JobNotFound(job_id)
+    states = dict(store._query("SELECT id, state FROM gq_jobs WHERE id = ANY(%s)",
+                               (list(row[0]),)))
+    waits = [(dep, S.STATE_NAMES[states[dep]] if dep in states else "purged")
+             for dep in row[0] if states.get(dep) != S.COMPLETED]
+    chains = sorted(list(chain) for blocked, _, chain in store._query(
+        _BLOCKED_WALK.format(roots="") + " AND w.id = %s", (job_id,)) if blocked == job_id)
+    return waits, chains
+
+
+def submit_occurrence(name: str, occurrence: float, submit_op, tx):
+    row = tx.rows("SELECT last FROM gq_periodic WHERE name = %s FOR UPDATE", (name,))
+    if not row:   # first sight: record the start (a concurrent first sight loses)
+        tx.write("INSERT INTO gq_periodic VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                 (name, occurrence))
+        return None
+    if row[0][0] >= occurrence:
+        return None
+    job_id = submit_op(tx)[0]
+    tx.write("UPDATE gq_periodic SET last = %s WHERE name = %s", (occurrence, name))
+    return job_id
+
+
+REQUEUED_SQL = "SELECT count(*) FROM gq_jobs WHERE state = 1 AND started_at > 0"
+
+# Schema v2: the lifetime sweep's index, the retries left out of max_depth, the
+# periodic cursors.
+MIGRATION_V2 = f"""
+CREATE INDEX gq_jobs_expiry ON gq_jobs (({_DEADLINE})) WHERE {_EXPIRABLE};
+CREATE INDEX gq_jobs_requeued ON gq_jobs (seq) WHERE state = 1 AND started_at > 0;
+CREATE TABLE gq_periodic (name text PRIMARY KEY, last float8 NOT NULL);
+"""
