@@ -228,7 +228,7 @@ class FailingStore:
 
     def __getattr__(self, name):
         attr = getattr(self.store, name)
-        if name in ("counts", "asubmit", "submit", "get") and callable(attr):
+        if name in ("counts", "health", "asubmit", "submit", "get") and callable(attr):
             def guarded(*args, **kwargs):
                 if self.failing:
                     raise gq.StoreUnavailable("store circuit open after 5 consecutive "
