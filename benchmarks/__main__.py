@@ -3,9 +3,10 @@ beside its baseline from the same run, in one table and one JSON file.
 
     python -m benchmarks [--quick | --full] [--dir DIR] [--json OUT]
 
---quick (CI smoke, ~1 min) and --full (the published figures, ~5-10 min) run
-the same measurements at different sizes. The pieces are the scripts beside
-this file (store_throughput, drain, restart, scheduling); run one alone to iterate on it.
+--quick (CI smoke, ~30 s) and --full (the published figures, ~3 min; the
+default) run the same measurements at different sizes. The pieces are the scripts
+beside this file (store_throughput, drain, restart, scheduling); run one alone to
+iterate on it.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="small sizes (CI smoke, ~1 min)")
+    size.add_argument("--quick", action="store_true", help="small sizes (CI smoke, ~30 s)")
     size.add_argument("--full", action="store_true",
                       help="published sizes, 1,000,000-job restart (the default)")
     parser.add_argument("--dir", help="where the stores go: put it on the disk you care "
