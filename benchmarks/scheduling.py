@@ -17,14 +17,7 @@ import time
 
 import gq
 from benchmarks.baselines import bench_args, write_json
-
-
-def _wait_until(predicate, timeout, step=0.02):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark did not finish in time")
-        time.sleep(step)
+from benchmarks.drain import _wait_until
 
 
 def dispatch(base: str, ready: int, delayed: int) -> float:
