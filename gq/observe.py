@@ -20,6 +20,7 @@ import asyncio
 from bisect import bisect_left
 
 from gq import metrics as M
+from gq._core.plan import count_types
 
 APPLY_INTERVAL = 0.05      # seconds a worker's metrics may lag behind its work
 
@@ -44,10 +45,7 @@ def jobs_submitted(job_type: str, n: int = 1) -> None:
 
 def batch_submitted(specs) -> None:
     """Count a stored batch (one increment per type)."""
-    per_type: dict[str, int] = {}
-    for spec in specs:
-        per_type[spec.type] = per_type.get(spec.type, 0) + 1
-    for job_type, n in per_type.items():
+    for job_type, n in count_types(specs).items():
         _child(M.JOBS_SUBMITTED, job_type).inc(n)
 
 

@@ -153,8 +153,9 @@ class Queue:
                 e.args = (f"job #{n} of the batch: {e}",) + e.args[1:]
                 raise
         check_batch(specs)
-        for spec in specs:
-            self._apply_lifetime(spec)
+        if self.config.lifetime or any(h.lifetime for h in self.handlers.values()):
+            for spec in specs:
+                self._apply_lifetime(spec)
         return specs, now
 
     def _apply_lifetime(self, spec) -> None:

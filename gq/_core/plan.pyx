@@ -289,3 +289,59 @@ def fast_specs(list jobs, dict known_types, object dumps, Py_ssize_t max_payload
 
 
 cdef object _MISSING = object()
+
+
+def specs_bytes(specs, Py_ssize_t job_overhead):
+    """sum of gq.store.space.job_bytes(spec) over `specs`, as one C loop (the
+    room check of every submit batch)."""
+    cdef Py_ssize_t total = 0, n
+    cdef JobSpec spec
+    for item in specs:
+        spec = <JobSpec?>item
+        n = PyBytes_GET_SIZE(spec.payload) + len(spec.type) + job_overhead
+        if spec.id is not None:
+            n += len(<str>spec.id)
+        total += n * 3 // 2
+    return total
+
+
+def count_types(specs):
+    """{job type: how many of `specs`} (the submitted-jobs counter of a batch)."""
+    cdef dict out = {}
+    cdef JobSpec spec
+    cdef object last_type = None
+    cdef Py_ssize_t run = 0
+    for item in specs:
+        spec = <JobSpec?>item
+        if spec.type is not last_type:
+            if run:
+                out[last_type] = out.get(last_type, 0) + run
+            last_type, run = spec.type, 0
+        run += 1
+    if run:
+        out[last_type] = out.get(last_type, 0) + run
+    return out
+
+
+def all_plain(specs):
+    """Whether every spec is plain: a generated id, no idempotency key, no
+    dependencies (nothing to look up in the store before planning it)."""
+    cdef JobSpec spec
+    for item in specs:
+        spec = <JobSpec?>item
+        if spec.id is not None or spec.key or spec.depends_on:
+            return False
+    return True
+
+
+def with_lifetime(specs):
+    """Indexes of the specs that carry a lifetime (they get an expiry row)."""
+    cdef Py_ssize_t i = 0
+    cdef JobSpec spec
+    cdef list out = []
+    for item in specs:
+        spec = <JobSpec?>item
+        if spec.lifetime > 0:
+            out.append(i)
+        i += 1
+    return out

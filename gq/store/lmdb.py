@@ -37,7 +37,7 @@ import lmdb
 from gq._core import states as S
 from gq._core.codec import FORMAT_VERSION, JobRecord, decode_record
 from gq._core.feed import push_ready_rows
-from gq._core.plan import plan_rows
+from gq._core.plan import all_plain, plan_rows, with_lifetime
 from gq._core.seq import SequenceCounter
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
                        JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
@@ -955,10 +955,9 @@ def plan_specs(b: Batch, specs, waits, now: float) -> list[str]:
                     rows["ready"], rows["delayed"], b.planned, counts)
     for (state, job_type), n in counts.items():
         b.add_count(state, job_type, n)
-    for n, spec in enumerate(specs):   # lifetimes: their deadline index (gq.store.expiry)
-        if spec.lifetime > 0:
-            rows["expiry"].append((K.expiry_key(now + spec.lifetime, first_seq + n),
-                                   ids[n].encode()))
+    for n in with_lifetime(specs):   # lifetimes: their deadline index (gq.store.expiry)
+        rows["expiry"].append((K.expiry_key(now + specs[n].lifetime, first_seq + n),
+                               ids[n].encode()))
     return ids
 
 
@@ -975,18 +974,11 @@ class _SubmitOp:
         self.now = now
         self.key_window = key_window
         # Nothing to look up in the store: the batch plans these with its others.
-        if max_depth is not None:
-            self.plain = False
-        elif len(specs) == 1:
-            spec = specs[0]
-            self.plain = spec.id is None and not spec.key and not spec.depends_on
-        else:
-            self.plain = all(spec.id is None and not spec.key and not spec.depends_on
-                             for spec in specs)
+        self.plain = max_depth is None and all_plain(specs)
 
     def __call__(self, b: Batch) -> list[str]:
         if self.plain:
-            b.reserve_room(sum(map(space.job_bytes, self.specs)))   # see gq.store.space
+            b.reserve_room(space.jobs_bytes(self.specs))   # see gq.store.space
             return b.defer_plain(self.specs)
         specs = self.specs
         results: list[str | None] = [None] * len(specs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from gq._core.plan import specs_bytes
 from gq.errors import StorageFull
 
 RESERVE_MAX = 8 << 20        # bytes kept for running jobs' outcomes on a big store...
@@ -48,6 +49,11 @@ def room(env, txn, dbs, path: str) -> tuple[int, int]:
 def job_bytes(spec) -> int:
     """What one new job will take in the store, roughly (B-tree slack included)."""
     return (len(spec.payload) + len(spec.type) + len(spec.id or "") + JOB_OVERHEAD) * 3 // 2
+
+
+def jobs_bytes(specs: list) -> int:
+    """sum(job_bytes(spec) for spec in specs), compiled: every plain batch asks."""
+    return specs_bytes(specs, JOB_OVERHEAD)
 
 
 def refuse_if_short(free: int, reserve: int, needed: int, path: str) -> None:
