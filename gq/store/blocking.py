@@ -21,6 +21,7 @@ import orjson
 
 from gq._core import states as S
 from gq.store import keys as K
+from gq.store.scans import keys_under
 
 log = logging.getLogger("gq.dependencies")
 
@@ -73,21 +74,9 @@ def blocked_count(txn, db) -> int:
 
 # -- inside the transaction ----------------------------------------------------
 
-def _keys_under(b, prefix: bytes) -> list[bytes]:
-    out = []
-    with b.txn.cursor(db=b.db["index"]) as cur:
-        if cur.set_range(prefix):
-            for key in cur.iternext(values=False):
-                key = bytes(key)
-                if not key.startswith(prefix):
-                    break
-                out.append(key)
-    return out
-
-
 def _dependents(b, job_id: str) -> list[str]:
     prefix = K.dependents_prefix(job_id)
-    return [key[len(prefix):].decode() for key in _keys_under(b, prefix)]
+    return [key[len(prefix):].decode() for key in keys_under(b.txn, b.db["index"], prefix)]
 
 
 def _block_descendants(b, root) -> None:
@@ -146,7 +135,7 @@ def _mark(b, job_id: str, root: str, chain: list[str], root_state: str | None) -
 
 
 def _clear_own(b, job_id: str) -> None:
-    keys = _keys_under(b, K.blocked_prefix(job_id))
+    keys = keys_under(b.txn, b.db["index"], K.blocked_prefix(job_id))
     if keys:
         b.wrote = True
         for key in keys:

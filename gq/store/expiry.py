@@ -18,6 +18,7 @@ from __future__ import annotations
 from gq._core import states as S
 from gq.jobs import Category, JobError
 from gq.store import keys as K
+from gq.store.scans import due_under
 
 EXPIRABLE = (S.PENDING, S.SCHEDULED, S.RUNNING)
 
@@ -34,16 +35,8 @@ def expire(now: float, limit: int, b) -> list[tuple[str, str, int]]:
     """Dead-letter up to `limit` jobs whose deadline is <= now; drop the entries
     of jobs already finished. Returns (id, type, state it was in) of each job
     dead-lettered."""
-    due = []
-    with b.txn.cursor(db=b.db["index"]) as cur:
-        if cur.set_range(K.EXPIRY):
-            for key, value in cur:
-                key = bytes(key)
-                if len(due) >= limit or not key.startswith(K.EXPIRY):
-                    break
-                if K.parse_expiry_key(key)[0] > now:
-                    break
-                due.append((key, bytes(value).decode()))
+    due = due_under(b.txn, b.db["index"], K.EXPIRY, lambda key: K.parse_expiry_key(key)[0],
+                    now, limit)
     expired = []
     for key, job_id in due:
         b.wrote = True

@@ -50,10 +50,11 @@ from gq.store import blocking, expiry, occurrences
 from gq.metrics import PERSISTENCE_ERRORS
 from gq.store import keys as K
 from gq.store import space
-from gq.store.breaker import CircuitBreaker
+from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.doorbell import Doorbell
 from gq.store.gate import EnvGate
-from gq.store.writer import GroupCommitWriter
+from gq.store.scans import due_under, keys_under
+from gq.store.writer import GroupCommitWriter, PartialWrite, apply_ops
 
 log = logging.getLogger("gq.store")
 
@@ -79,10 +80,6 @@ def load_record(raw, job_id: str) -> JobRecord:
         raise RecordCorrupted(job_id, f"the stored record belongs to job {rec.id!r} "
                                       "(a damaged index page)")
     return rec
-
-
-class _PartialWrite(Exception):
-    """An op raised a GQError after it had written: its batch must be aborted."""
 
 
 class Batch:
@@ -346,8 +343,17 @@ class Batch:
                 txn.delete(key, db=db["meta"])
 
 
-class LMDBStore:
+def _probe_op(b: Batch) -> None:
+    """One small synced write: the circuit breaker's probe, and the commit after
+    a purge that lets LMDB reuse the pages the purge freed."""
+    b.wrote = True
+    b.txn.put(K.META_PROBE, K.pack_u64(int(b.store.reopens)), db=b.db["meta"])
+
+
+class LMDBStore(BreakerProbes):
     """The embedded store (see the module docstring for its tables)."""
+
+    _probe_op = staticmethod(_probe_op)   # the breaker's probe (gq.store.breaker)
 
     def __init__(self, path: str, *, map_size: int,
                  circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
@@ -435,7 +441,7 @@ class LMDBStore:
             self._commit(ops)
             self.breaker.succeeded()
             return
-        except _PartialWrite:
+        except PartialWrite:
             pass
         except Exception as e:
             if _is_engine_failure(e):
@@ -455,7 +461,7 @@ class LMDBStore:
             try:
                 self._commit([op])
                 self.breaker.succeeded()
-            except _PartialWrite as e:
+            except PartialWrite as e:
                 op.result, op.error = None, e.__cause__
             except Exception as e:
                 op.result, op.error = None, \
@@ -519,14 +525,7 @@ class LMDBStore:
         txn = self._live_env().begin(write=True)
         try:
             batch = Batch(self, txn)
-            for op in ops:
-                batch.wrote = False
-                try:
-                    op.result, op.error = op.fn(batch), None
-                except GQError as e:
-                    if batch.wrote:
-                        raise _PartialWrite() from e
-                    op.result, op.error = None, e
+            apply_ops(batch, ops)
             batch.flush()
         except BaseException:
             txn.abort()
@@ -612,29 +611,6 @@ class LMDBStore:
                 if state != "completed":
                     waits.append((dep, state))
             return waits, [chain for _, chain in blocking.chains_of(txn, self._db, job_id)]
-
-    # -- health -----------------------------------------------------------------
-    def health(self) -> tuple[bool, str]:
-        """(ready, reason): False while the circuit is open. Runs the probe
-        transaction when the circuit's cool-down is over."""
-        try:
-            if self.breaker.admit():
-                self._probe()
-        except GQError as e:
-            return False, str(e)
-        return True, "ok"
-
-    def _probe(self) -> None:
-        try:
-            self._write(_probe_op)
-        except GQError as e:
-            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
-
-    async def _aprobe(self) -> None:
-        try:
-            await self._awrite(_probe_op)
-        except GQError as e:
-            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
 
     def cancel(self, job_id, *, now):
         def op(b: Batch):
@@ -1120,13 +1096,6 @@ class _SubmitOp:
         return None
 
 
-def _probe_op(b: Batch) -> None:
-    """One small synced write: the circuit breaker's probe, and the commit after
-    a purge that lets LMDB reuse the pages the purge freed."""
-    b.wrote = True
-    b.txn.put(K.META_PROBE, K.pack_u64(int(b.store.reopens)), db=b.db["meta"])
-
-
 def _is_engine_failure(e: BaseException) -> bool:
     """An I/O-level failure of the storage engine (a failed write or fsync, a
     panicked environment), as opposed to a full map or a bug in an op."""
@@ -1278,15 +1247,7 @@ def _release_dependents(b: Batch, job_id: str, now: float) -> None:
     if not b.dependents_exist():
         return
     prefix = K.dependents_prefix(job_id)
-    dependents = []
-    with b.txn.cursor(db=b.db["dependents"]) as cur:
-        if cur.set_range(prefix):
-            for key in cur.iternext(values=False):
-                key = bytes(key)
-                if not key.startswith(prefix):
-                    break
-                dependents.append(key)
-    for key in dependents:
+    for key in keys_under(b.txn, b.db["dependents"], prefix):
         b.txn.delete(key, db=b.db["dependents"])
         dependent = b.load(key[len(prefix):].decode())
         if dependent is None or dependent.state != S.PENDING:
@@ -1314,17 +1275,9 @@ def _extend(leases, owner, lease_deadline, b: Batch):
 
 
 def _promote_due(now, limit, b: Batch) -> int:
-    due = []
-    with b.txn.cursor(db=b.db["delayed"]) as cur:
-        if cur.set_range(K.DELAYED):
-            for key, value in cur:
-                key = bytes(key)
-                if len(due) >= limit or not key.startswith(K.DELAYED):
-                    break
-                if K.parse_delayed_key(key)[0] > now:
-                    break
-                due.append(bytes(value).decode())
-    for job_id in due:
+    due = due_under(b.txn, b.db["delayed"], K.DELAYED, lambda key: K.parse_delayed_key(key)[0],
+                    now, limit)
+    for _, job_id in due:
         rec = b.load(job_id)
         if rec is None or rec.state != S.SCHEDULED or rec.ready_seq:
             continue

@@ -53,18 +53,17 @@ from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
                        CRASH_QUARANTINE_DEFAULT)
 from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition, JobNotFound,
                        LeaseLost, NotRetriable, PersistenceError, QueueFull, StorageFull,
-                       StoreUnavailable,
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError
 from gq.metrics import PERSISTENCE_ERRORS
-from gq.store.breaker import CircuitBreaker
+from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.opening import shown
 from gq.store import pg_scheduling
 from gq.store.pg_instances import Instances
 from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from gq.store.pg_wake import ListenDoorbell
 from gq.store.records import restore_record
-from gq.store.writer import GroupCommitWriter
+from gq.store.writer import GroupCommitWriter, PartialWrite, apply_ops
 
 log = logging.getLogger("gq.store")
 
@@ -212,10 +211,16 @@ class _Tx:
             self.cur.execute("SELECT pg_notify(%s, '')", (self.store.channel,))
 
 
-class PostgresStore:
+def _probe_op(tx: _Tx) -> None:
+    """One small durable write: the circuit breaker's probe."""
+    tx.write("UPDATE gq_meta SET value = value WHERE key = 'schema_version'")
+
+
+class PostgresStore(BreakerProbes):
     """A Store (gq.store.base) on a PostgreSQL database; see the module docstring."""
 
     pulls = True   # workers claim by quota: the database picks the jobs
+    _probe_op = staticmethod(_probe_op)   # the breaker's probe (gq.store.breaker)
 
     def __init__(self, url: str, *, circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
                  circuit_cooldown: float = CIRCUIT_COOLDOWN_DEFAULT):
@@ -286,7 +291,7 @@ class PostgresStore:
             self._commit(lane, ops)
             self.breaker.succeeded()
             return
-        except _PartialWrite:
+        except PartialWrite:
             pass
         except Exception as e:
             if _is_engine_failure(e):
@@ -307,7 +312,7 @@ class PostgresStore:
                     self._commit(lane, [op])
                     self.breaker.succeeded()
                     break
-                except _PartialWrite as e:
+                except PartialWrite as e:
                     op.result, op.error = None, e.__cause__
                     break
                 except Exception as e:
@@ -342,14 +347,7 @@ class PostgresStore:
                 with conn.transaction():
                     began = True
                     tx = _Tx(self, conn)
-                    for op in ops:
-                        tx.wrote = False
-                        try:
-                            op.result, op.error = op.fn(tx), None
-                        except GQError as e:
-                            if tx.wrote:
-                                raise _PartialWrite() from e
-                            op.result, op.error = None, e
+                    apply_ops(tx, ops)
                     tx.flush()
             except psycopg.OperationalError:
                 conn.close()   # a broken session is reopened by the next batch
@@ -488,30 +486,6 @@ class PostgresStore:
             await self._aprobe()
         return await self._awrite(_SubmitOp(specs, max_depth, now, key_window))
 
-    # -- health (the circuit breaker: gq.store.breaker) -----------------------------------
-    def health(self) -> tuple[bool, str]:
-        """(ready, reason): False while the circuit is open or reads fail. Runs
-        the probe transaction when the circuit's cool-down is over."""
-        try:
-            if self.breaker.admit():
-                self._probe()
-            self.counts()
-        except GQError as e:
-            return False, str(e)
-        return True, "ok"
-
-    def _probe(self) -> None:
-        try:
-            self._write(_probe_op)
-        except GQError as e:
-            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
-
-    async def _aprobe(self) -> None:
-        try:
-            await self._awrite(_probe_op)
-        except GQError as e:
-            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
-
     # -- scheduling (gq.store.pg_scheduling) ---------------------------------------------
     def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
                           key_window=0.0):
@@ -583,23 +557,13 @@ class PostgresStore:
 
     def finish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
                run_at=0.0):
-        def op(tx: _Tx):
-            refused, done = _finish_many(tx, [(job_id, attempt, state, result, error, run_at)],
-                                         owner, now)
-            if refused:
-                raise refused[job_id]
-            return done[0]
-        return self._write(op)
+        return self._write(functools.partial(_finish_one, job_id, attempt, owner, state,
+                                             now, result, error, run_at))
 
     async def afinish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
                       run_at=0.0):
-        def op(tx: _Tx):
-            refused, done = _finish_many(tx, [(job_id, attempt, state, result, error, run_at)],
-                                         owner, now)
-            if refused:
-                raise refused[job_id]
-            return done[0]
-        return await self._awrite(op)
+        return await self._awrite(functools.partial(_finish_one, job_id, attempt, owner,
+                                                    state, now, result, error, run_at))
 
     async def afinish_many_and_claim(self, finishes, *, owner, now, candidates=(),
                                      lease_deadline=0.0):
@@ -730,15 +694,6 @@ class _Lane:
 
 class _SessionGone(Exception):
     """The writer's session failed before its transaction began."""
-
-
-class _PartialWrite(Exception):
-    """An op raised a GQError after it had written: its transaction must go."""
-
-
-def _probe_op(tx: _Tx) -> None:
-    """One small durable write: the circuit breaker's probe."""
-    tx.write("UPDATE gq_meta SET value = value WHERE key = 'schema_version'")
 
 
 def _is_engine_failure(e: Exception) -> bool:
@@ -960,6 +915,15 @@ def _finish_many(tx: _Tx, finishes, owner, now, records: bool = True):
     for state in (S.FAILED, S.DEAD_LETTER):
         pg_scheduling.ended(tx, [r[0] for r in rows if r[1] == state], S.STATE_NAMES[state])
     return refused, done
+
+
+def _finish_one(job_id, attempt, owner, state, now, result, error, run_at, tx: _Tx):
+    """One job's outcome (finish / afinish): its record, or LeaseLost / JobNotFound."""
+    refused, done = _finish_many(tx, [(job_id, attempt, state, result, error, run_at)],
+                                 owner, now)
+    if refused:
+        raise refused[job_id]
+    return done[0]
 
 
 def _release_dependents(tx: _Tx, waiting: list[str], now: float) -> None:

@@ -32,6 +32,25 @@ from gq.errors import GQError
 MAX_OPS_PER_BATCH = 4096
 
 
+class PartialWrite(Exception):
+    """An op raised a GQError after it had written: its batch must be aborted
+    (the GQError is the cause)."""
+
+
+def apply_ops(batch, ops) -> None:
+    """Run each op on the batch (any store's transaction object with a `wrote`
+    flag), setting op.result or op.error. A GQError raised before the op wrote
+    refuses that op alone; after it wrote, PartialWrite aborts the batch."""
+    for op in ops:
+        batch.wrote = False
+        try:
+            op.result, op.error = op.fn(batch), None
+        except GQError as e:
+            if batch.wrote:
+                raise PartialWrite() from e
+            op.result, op.error = None, e
+
+
 class _Op:
     __slots__ = ("fn", "result", "error", "done", "loop", "future")
 
