@@ -2,7 +2,8 @@
 # Build the sdist and, from it, the wheel (`python -m build`), check the sdist
 # carries the Cython sources, then install the wheel into a fresh venv whose
 # PATH holds no compiler and that has no Cython, and run `gq demo` from outside
-# the source tree: what a user gets from a wheel must work on its own.
+# the source tree: what a user gets from a wheel must work on its own. Also checks
+# which builds [tool.cibuildwheel] selects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src="$(pwd)"
@@ -27,6 +28,23 @@ if grep -qE '\.(so|pyc)$' "$work/sdist.txt"; then
     echo "wheel: sdist carries built files" >&2; missing=1
 fi
 [ "$missing" -eq 0 ] || exit 1
+
+# [tool.cibuildwheel] must select the 16 builds the README promises. Building
+# them needs a container engine, which this machine lacks, so only the
+# selection is checked here (cibuildwheel in a venv of its own).
+python -m venv "$work/cibw"
+"$work/cibw/bin/python" -m pip install --quiet --disable-pip-version-check cibuildwheel
+"$work/cibw/bin/python" -m cibuildwheel --print-build-identifiers --platform linux . \
+    | sort > "$work/ids.txt"
+for py in cp310 cp311 cp312 cp313; do
+    for libc in manylinux musllinux; do
+        for arch in x86_64 aarch64; do echo "$py-${libc}_$arch"; done
+    done
+done | sort > "$work/ids-wanted.txt"
+diff "$work/ids-wanted.txt" "$work/ids.txt" > /dev/null || {
+    echo "wheel: [tool.cibuildwheel] selects other builds than the 16 wanted:" >&2
+    diff "$work/ids-wanted.txt" "$work/ids.txt" >&2; exit 1; }
+echo "wheel: [tool.cibuildwheel] selects the $(wc -l < "$work/ids.txt") builds wanted"
 
 # a fresh venv; from here on PATH is the venv's bin alone (no cc, gcc, cython)
 python -m venv "$work/venv"

@@ -48,6 +48,13 @@ POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be los
 READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
 STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
 OUTCOME_RETRY_DELAY = 0.5          # after a storage failure, before outcomes are retried
+# An outcome that would commit alone (no ready job to claim in its slot) waits
+# up to this long for a claim to carry it: at a steady trickle of work, one
+# commit per job instead of two, and the disk's commit rate is what bounds an
+# idle worker's submit-to-start latency. Never when work is waiting (a drain
+# commits at once) nor while stopping. Until it is durable the job stays
+# `running`: a crash in that window runs it again, as with any crash mid-job.
+OUTCOME_LINGER = 0.005
 
 
 class Job:
@@ -138,6 +145,7 @@ class Worker:
         self._last_purge = time.monotonic()
         self._outcomes: list = []                 # (running, outcome) waiting for a commit
         self._outcome_writer: asyncio.Task | None = None
+        self._outcomes_retry_at = 0.0   # after a failed outcome commit: not before then
         self._doorbell = None          # this worker's wake-up socket (see serve)
         self._new_work = True          # the doorbell rang since the last heap refresh
         self._pulls = False            # the store picks jobs by quota (PostgreSQL): no heap
@@ -268,30 +276,31 @@ class Worker:
         if self._running and time.monotonic() - self._last_state_check > STATE_CHECK_MIN_GAP:
             self._check_running_states()
         self._recorder.flush(len(self._running))
-        free = self.concurrency - len(self._running)
+        # Outcomes not yet handed to a commit ride along with this claim: one
+        # commit records them and refills the slots they free.
+        carried = self._outcomes if time.monotonic() >= self._outcomes_retry_at else []
+        free = self.concurrency - len(self._running) + len(carried)
         if free <= 0:
             return
         candidates = self._pick(free)
         if not candidates:
             return
-        visibility = self.queue.config.visibility_timeout
-        try:
-            claimed = await store.aclaim(self._claim_args(candidates),
-                                         owner=self.instance_id,
-                                         lease_deadline=time.monotonic() + visibility,
-                                         now=time.time())
-        except GQError as e:      # the store failed: keep serving, try again later
-            log.error("claim failed: %s", e)
-            self._quotas.settle(candidates)
-            for entry in [] if self._pulls else candidates:
-                self._heap.push(*entry)
-            return
-        for record in claimed:
-            self._start(record)
-        self._recorder.flush(len(self._running))
-        self._quotas.settle(candidates)
-        if len(claimed) < len(candidates) and not self._pulls:
-            self._hold_back(candidates, claimed)
+        if carried:
+            self._outcomes = []
+            stale = await self._commit_outcomes(carried, candidates)
+        else:
+            visibility = self.queue.config.visibility_timeout
+            try:
+                claimed = await store.aclaim(self._claim_args(candidates),
+                                             owner=self.instance_id,
+                                             lease_deadline=time.monotonic() + visibility,
+                                             now=time.time())
+            except GQError as e:      # the store failed: keep serving, try again later
+                log.error("claim failed: %s", e)
+                self._unpick(candidates)
+                return
+            stale = self._started(candidates, claimed)
+        if stale:
             self._wake.set()   # some were stale: look again at once
 
     def _refresh_heap(self, store) -> None:
@@ -397,67 +406,94 @@ class Worker:
         if outcome is None:
             self._forget(running)   # cancelled, lease lost, or shutdown: nothing to record
             return
-        # The slot stays held until the outcome is durable (see _write_outcomes).
+        # The slot stays held until the outcome is durable (see _commit_outcomes).
         self._outcomes.append((running, outcome))
         if self._outcome_writer is None or self._outcome_writer.done():
             self._outcome_writer = self._loop.create_task(self._write_outcomes())
 
     async def _write_outcomes(self) -> None:
         """Record the outcomes of every job that ended since the last commit in one
-        transaction, which also claims jobs for the slots they free."""
+        transaction, which also claims jobs for the slots they free. With no job
+        ready to claim, first give one OUTCOME_LINGER to arrive: the dispatcher's
+        claim then carries these outcomes (see _fill_slots)."""
         store = self.queue.store
-        visibility = self.queue.config.visibility_timeout
         await asyncio.sleep(0)   # let the other jobs ending in this loop turn queue up
+        lingered = None     # the outcome list that already had its linger
         while self._outcomes:
+            wait = self._outcomes_retry_at - time.monotonic()
+            if wait <= 0 and self._outcomes is not lingered and not (
+                    self._stopping or self._pulls or self._rang() or self._heap.peek()):
+                wait, lingered = OUTCOME_LINGER, self._outcomes
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue     # the dispatcher's claim may have taken them meanwhile
             batch, self._outcomes = self._outcomes, []
             if not self._stopping and self._rang():
                 # work became ready since the last look: learn it first, so the
                 # freed slots go to the best job committed so far
                 self._refresh_heap(store)
             candidates = [] if self._stopping else self._pick(len(batch))
-            finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
-            try:
-                refused, claimed = await store.afinish_many_and_claim(
-                    finishes, owner=self.instance_id, now=time.time(),
-                    candidates=self._claim_args(candidates),
-                    lease_deadline=time.monotonic() + visibility)
-            except PersistenceError as e:
-                # the store failed (and reopens itself): keep the slots and the
-                # outcomes, try again shortly, rather than leave the jobs to their
-                # lease and run them twice
-                log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
-                          len(batch), e, OUTCOME_RETRY_DELAY)
-                self._quotas.settle(candidates)
-                for entry in [] if self._pulls else candidates:
-                    self._heap.push(*entry)
-                self._outcomes[:0] = batch
-                await asyncio.sleep(OUTCOME_RETRY_DELAY)
-                continue
-            except GQError as e:
-                log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
-                refused, claimed = {}, []
-            completed_by_type: dict[str, int] = {}
-            for running, outcome in batch:
-                record = running.record
-                problem = refused.get(record.id)
-                if problem is not None:
-                    log.warning("%s", problem, extra={"job_id": record.id,
-                                                      "job_type": record.type,
-                                                      "attempt": record.attempts})
-                else:
-                    self.completed += 1
-                    if outcome[0] == S.COMPLETED:
-                        completed_by_type[record.type] = \
-                            completed_by_type.get(record.type, 0) + 1
-                self._forget(running)
-            if completed_by_type:
-                self._recorder.completed(completed_by_type)
-            for record in claimed:
-                self._start(record)
-            self._quotas.settle(candidates)
-            if len(claimed) < len(candidates) and not self._pulls:
-                self._hold_back(candidates, claimed)
-            self._recorder.flush(len(self._running))
+            await self._commit_outcomes(batch, candidates)
+
+    async def _commit_outcomes(self, batch, candidates) -> bool:
+        """One commit: the outcomes of `batch` ((running, outcome) pairs) and the
+        claim of `candidates`. Returns whether some candidates were stale. After a
+        storage failure the outcomes wait again, retried in OUTCOME_RETRY_DELAY,
+        rather than leave the jobs to their lease and run them twice."""
+        store = self.queue.store
+        finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
+        try:
+            refused, claimed = await store.afinish_many_and_claim(
+                finishes, owner=self.instance_id, now=time.time(),
+                candidates=self._claim_args(candidates),
+                lease_deadline=time.monotonic() + self.queue.config.visibility_timeout)
+        except PersistenceError as e:
+            log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
+                      len(batch), e, OUTCOME_RETRY_DELAY)
+            self._unpick(candidates)
+            self._outcomes[:0] = batch
+            self._outcomes_retry_at = time.monotonic() + OUTCOME_RETRY_DELAY
+            if self._outcome_writer is None or self._outcome_writer.done():
+                self._outcome_writer = self._loop.create_task(self._write_outcomes())
+            return False
+        except GQError as e:
+            log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
+            refused, claimed = {}, []
+        completed_by_type: dict[str, int] = {}
+        for running, outcome in batch:
+            record = running.record
+            problem = refused.get(record.id)
+            if problem is not None:
+                log.warning("%s", problem, extra={"job_id": record.id,
+                                                  "job_type": record.type,
+                                                  "attempt": record.attempts})
+            else:
+                self.completed += 1
+                if outcome[0] == S.COMPLETED:
+                    completed_by_type[record.type] = \
+                        completed_by_type.get(record.type, 0) + 1
+            self._forget(running)
+        if completed_by_type:
+            self._recorder.completed(completed_by_type)
+        return self._started(candidates, claimed)
+
+    def _started(self, candidates, claimed) -> bool:
+        """Start what a claim of `candidates` returned; True if some were stale
+        (the heap's that were skipped go back to it, see _hold_back)."""
+        for record in claimed:
+            self._start(record)
+        self._recorder.flush(len(self._running))
+        self._quotas.settle(candidates)
+        if len(claimed) < len(candidates) and not self._pulls:
+            self._hold_back(candidates, claimed)
+            return True
+        return False
+
+    def _unpick(self, candidates) -> None:
+        """A claim of `candidates` failed: release their quota, back to the heap."""
+        self._quotas.settle(candidates)
+        for entry in [] if self._pulls else candidates:
+            self._heap.push(*entry)
 
     def _claim_args(self, candidates):
         """Heap entries as (id, ready_seq) pairs; a quota as it is."""

@@ -89,10 +89,9 @@ class ListenDoorbell:
                     self._listening.set()
                     self.ring()   # anything committed while nobody listened
                     while not self._stop.is_set():
-                        got = False
+                        # ring as each notification arrives: the generator only
+                        # ends when its timeout does, up to half a second later
                         for _ in conn.notifies(timeout=STOP_CHECK_INTERVAL):
-                            got = True
-                        if got:
                             self.ring()
             except psycopg.Error as e:
                 if self._stop.is_set():
