@@ -20,7 +20,7 @@ from gq._core import states as S
 from gq.claims import ClaimQuota
 from gq.errors import DataDirError
 from gq.recovery import announce, recover
-from gq.store import pg_instances
+from gq.store import pg_instances, pg_wake
 from gq.store.postgres import PostgresStore
 from gq.submission import make_spec
 
@@ -173,6 +173,24 @@ def test_a_commit_in_another_session_rings_the_doorbell(stores):
             sock.recv(64)                             # the ring of LISTEN's start
         writer.submit([spec()], max_depth=None, now=time.time())
         assert select.select([sock], [], [], 5.0)[0], "no wake-up within 5 s"
+    finally:
+        listener.doorbell.unlisten(sock)
+
+
+def test_a_notification_rings_at_once_not_when_the_listeners_wait_ends(stores, monkeypatch):
+    """The listening thread waits for notifications in windows of
+    STOP_CHECK_INTERVAL; it must ring as each one arrives, not when its window
+    ends (an idle worker on another machine would start the job up to a window
+    late). The window is made long here, so a late ring cannot pass."""
+    monkeypatch.setattr(pg_wake, "STOP_CHECK_INTERVAL", 3.0)
+    listener, writer = stores(2)
+    sock = listener.doorbell.listen("w")
+    try:
+        while select.select([sock], [], [], 0.2)[0]:
+            sock.recv(64)                             # the ring of LISTEN's start
+        writer.submit([spec()], max_depth=None, now=time.time())
+        assert select.select([sock], [], [], 1.5)[0], \
+            "no wake-up within 1.5 s of the commit (the listener's window is 3 s)"
     finally:
         listener.doorbell.unlisten(sock)
 
