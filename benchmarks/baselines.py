@@ -42,6 +42,30 @@ class RawLMDB:
         self.env.close()
 
 
+def raw_two_commit_latency(directory: str, rate: float, seconds: float) -> list[float]:
+    """The floor for submit-to-start with plain py-lmdb: at each job's intended time
+    (a steady `rate`), one synced commit that stores it and a second that claims
+    it, one job after another in one thread, as a store with one writer and no
+    group commit would. Returns each job's latency from its intended time (s)."""
+    directory = os.path.join(directory, f"raw-two-commits-{rate:g}")
+    os.makedirs(directory, exist_ok=True)
+    raw = RawLMDB(directory)
+    n = int(rate * seconds)
+    lat = []
+    try:
+        start = time.monotonic() + 0.1
+        for i in range(n):
+            intended = start + i / rate
+            time.sleep(max(0.0, intended - time.monotonic()))
+            raw.put_one(b"x" * 200)       # submit
+            raw.n -= 1
+            raw.put_one(b"y" * 200)       # claim: the same record rewritten
+            lat.append(time.monotonic() - intended)
+    finally:
+        raw.close()
+    return lat
+
+
 def bench_args(description: str, argv=None):
     """The options every benchmark script takes; returns (args, base dir)."""
     import argparse

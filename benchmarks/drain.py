@@ -8,7 +8,8 @@
 - latency: submit-to-start at a steady rate from another process,
   coordinated-omission-safe: each job carries its *intended* send time, and
   latency is the handler's start minus that time (CLOCK_MONOTONIC is one clock
-  for every process of the machine);
+  for every process of the machine); beside it, the same rate through plain
+  py-lmdb, two synced commits per job (store it, claim it), timed the same way;
 - CPU-bound handlers (~5 ms of pure Python) drained by `gq worker --processes 2`
   against `--processes 1`.
 """
@@ -23,7 +24,7 @@ import threading
 import time
 
 import gq
-from benchmarks.baselines import bench_args, print_and_write
+from benchmarks.baselines import bench_args, print_and_write, raw_two_commit_latency
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -116,13 +117,22 @@ def latency(base: str, rate: float, seconds: float) -> dict:
     worker.run()
     proc.wait()
     q.close()
-    ms = [x * 1000 for x in lat]
     at = f"latency_at_{rate:g}_per_s"
-    return {f"{at}_jobs": n,
-            f"{at}_p50_ms": round(_percentile(ms, 0.50), 2),
-            f"{at}_p99_ms": round(_percentile(ms, 0.99), 2),
-            f"{at}_p999_ms": round(_percentile(ms, 0.999), 2),
-            f"{at}_max_ms": round(max(ms), 2)}
+    figures = {f"{at}_jobs": n, **_percentiles(at, lat)}
+    # the baseline, straight after on the same disk: two raw synced commits per job
+    raw = raw_two_commit_latency(base, rate, seconds)
+    figures.update(_percentiles(f"raw_lmdb_two_commits_{at}", raw))
+    figures[f"{at}_p99_vs_raw"] = round(figures[f"{at}_p99_ms"] /
+                                        figures[f"raw_lmdb_two_commits_{at}_p99_ms"], 2)
+    return figures
+
+
+def _percentiles(name: str, seconds: list[float]) -> dict:
+    ms = [x * 1000 for x in seconds]
+    return {f"{name}_p50_ms": round(_percentile(ms, 0.50), 2),
+            f"{name}_p99_ms": round(_percentile(ms, 0.99), 2),
+            f"{name}_p999_ms": round(_percentile(ms, 0.999), 2),
+            f"{name}_max_ms": round(max(ms), 2)}
 
 
 def processes_drain(base: str, n: int, job_type: str, processes: int,
