@@ -34,11 +34,13 @@ How the contract maps onto PostgreSQL:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
 import os
 import secrets
+import select
 import threading
 import time
 
@@ -59,6 +61,7 @@ from gq.metrics import PERSISTENCE_ERRORS
 from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.opening import shown
 from gq.store import pg_scheduling
+from gq.store.pg_insert import insert_planned
 from gq.store.pg_instances import Instances
 from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from gq.store.pg_wake import ListenDoorbell
@@ -71,7 +74,6 @@ RETRIES = 3            # re-runs of an op whose transaction the server aborted
 WRITER_LANES = int(os.environ.get("GQ_POSTGRES_WRITERS", "2"))   # see _Lane
 POOL_SIZE = 8          # read connections per store
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
-_SEP = chr(31)         # joins dependency ids for unnest (ids never hold control chars)
 
 _FIELDS = ("id", "type", "state", "priority", "attempts", "max_attempts", "crashes", "seq",
            "coalesce({}ready_seq, 0)", "created_at", "updated_at", "run_at", "started_at",
@@ -128,12 +130,21 @@ class _Planned:
 
 
 class _Tx:
-    """One transaction of the group-commit writer and the state its ops share."""
+    """One write batch of the group-commit writer and the state its ops share.
 
-    def __init__(self, store: "PostgresStore", conn):
+    The lane's session is in autocommit: a transaction is begun (BEGIN) only
+    when an op reads or writes. A batch that does neither, only plans new jobs
+    (plain submits), is then ONE statement at flush, its own implicit
+    transaction: committed (synchronous_commit on: the WAL flushed) when the
+    statement answers, one round trip instead of BEGIN, INSERT, NOTIFY, COMMIT."""
+
+    def __init__(self, store: "PostgresStore", conn, stack: contextlib.ExitStack):
         self.store = store
         self.conn = conn
         self.cur = conn.cursor()
+        self._stack = stack        # holds the transaction once begun
+        self.began = False
+        self.sent = False          # something of this batch reached the server
         self.wrote = False
         self.ring = False
         self.planned: list[_Planned] = []
@@ -141,11 +152,20 @@ class _Tx:
         self.planned_keys: dict[str, _Planned] = {}
         self.planned_dependents: list[tuple[str, _Planned]] = []
 
-    # -- reading --------------------------------------------------------------
-    def rows(self, query, params=None):
+    def begin(self) -> None:
+        if not self.began:
+            self._stack.enter_context(self.conn.transaction())   # BEGIN; COMMIT at exit
+            self.began = self.sent = True
+
+    def _execute(self, query, params):
+        self.begin()
         if self.planned:
             self.write_planned()
-        return self.cur.execute(query, params).fetchall()
+        return self.cur.execute(query, params)
+
+    # -- reading --------------------------------------------------------------
+    def rows(self, query, params=None):
+        return self._execute(query, params).fetchall()
 
     def load(self, job_id: str, lock: bool = False) -> JobRecord | None:
         rows = self.rows(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s"
@@ -160,51 +180,32 @@ class _Tx:
 
     # -- writing (only after every check of the op passed) -----------------------
     def write(self, query, params=None):
-        if self.planned:
-            self.write_planned()
         self.wrote = True
-        return self.cur.execute(query, params)
+        return self._execute(query, params)
 
     def write_planned(self) -> None:
+        """The planned jobs, inside the transaction (something else runs in it)."""
+        self.begin()
         planned, self.planned = self.planned, []
         self.wrote = True
-        cur, tag = self.cur, self.store.tag
-        seqs = [r[0] for r in cur.execute(
-            "SELECT nextval('gq_seq') FROM generate_series(1, %s)", (len(planned),))]
-        cols = [[] for _ in range(13)]
-        for p, seq in zip(planned, seqs):
-            spec = p.spec
-            if p.id is None:
-                p.id = f"{tag}-{seq:012x}"
-            for results, i in p.slots:
-                results[i] = p.id
-            due = p.state == S.SCHEDULED and spec.run_at <= p.now
-            for col, value in zip(cols, (
-                    p.id, spec.type, p.state, spec.priority, spec.max_attempts, seq, due,
-                    p.now, spec.run_at, spec.timeout, spec.lifetime, spec.payload,
-                    _SEP.join(spec.depends_on))):
-                col.append(value)
-            if due:
-                self.ring = True
-        keys = [p.spec.key for p in planned]
-        cur.execute(   # binary parameters: no text escaping of the arrays
-            "INSERT INTO gq_jobs (id, type, state, priority, max_attempts, seq, ready_seq, "
-            "created_at, updated_at, run_at, timeout, lifetime, payload, depends_on, key) "
-            "SELECT i, t, s, p, m, q, CASE WHEN r THEN q END, c, c, ra, tm, lt, pl, "
-            "string_to_array(d, chr(31)), NULLIF(k, '') FROM unnest("
-            "%b::text[], %b::text[], %b::int2[], %b::int4[], %b::int4[], %b::int8[], "
-            "%b::bool[], %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::bytea[], "
-            "%b::text[], %b::text[]) AS u(i, t, s, p, m, q, r, c, ra, tm, lt, pl, d, k)",
-            (*cols, keys))
+        if insert_planned(self.cur, planned, self.store.tag):
+            self.ring = True
         self.planned_ids.clear()
         self.planned_keys.clear()
         if self.planned_dependents:
             deps, self.planned_dependents = self.planned_dependents, []
-            cur.execute("INSERT INTO gq_dependents (dependency, dependent) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-                        ([d for d, _ in deps], [p.id for _, p in deps]))
+            self.cur.execute("INSERT INTO gq_dependents (dependency, dependent) "
+                             "SELECT * FROM unnest(%s::text[], %s::text[]) "
+                             "ON CONFLICT DO NOTHING",
+                             ([d for d, _ in deps], [p.id for _, p in deps]))
 
     def flush(self) -> None:
+        if self.planned and not (self.began or self.planned_dependents or self.ring):
+            # nothing but new jobs: one statement, its own transaction
+            planned, self.planned = self.planned, []
+            self.wrote = self.sent = True
+            self.ring = insert_planned(self.cur, planned, self.store.tag, self.store.channel)
+            return
         if self.planned:
             self.write_planned()
         if self.ring:
@@ -340,20 +341,19 @@ class PostgresStore(BreakerProbes):
                     raise
 
     def _commit_once(self, lane, ops) -> None:
-        began = False
         with lane.lock:
             conn = lane.connection()
+            tx = None
             try:
-                with conn.transaction():
-                    began = True
-                    tx = _Tx(self, conn)
+                with contextlib.ExitStack() as stack:   # the transaction, once begun
+                    tx = _Tx(self, conn, stack)
                     apply_ops(tx, ops)
                     tx.flush()
             except psycopg.OperationalError:
                 conn.close()   # a broken session is reopened by the next batch
-                if not began:
-                    # it was gone before the transaction began (a server restart,
-                    # an idle session ended): nothing ran, a new session may retry
+                if tx is None or not tx.sent:
+                    # it was gone before anything of the batch was sent (a server
+                    # restart, an idle session ended): a new session may retry
                     raise _SessionGone("the server cannot be reached; nothing was "
                                        "written") from None
                 raise
@@ -680,16 +680,31 @@ class _Lane:
 
     def connection(self):
         conn = self._conn
+        if conn is not None and not (conn.closed or conn.broken) and _has_input(conn):
+            # An idle session the server said something to has been ended by it
+            # (a restart, pg_terminate_backend, idle_session_timeout: a FATAL
+            # message, then EOF). Found out here, before the batch is sent: a
+            # batch of new jobs is one statement, and a statement that fails
+            # in flight may or may not have committed, so it cannot be retried.
+            conn.close()
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
-            conn = self._conn = psycopg.connect(self.url, autocommit=False)
+            conn = self._conn = psycopg.connect(self.url, autocommit=True)
         return conn
 
     def close(self) -> None:
         with self.lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+def _has_input(conn) -> bool:
+    """Whether the server sent something to a session that asked nothing."""
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.Error):
+        return True
 
 
 class _SessionGone(Exception):
