@@ -61,6 +61,7 @@ from gq.metrics import PERSISTENCE_ERRORS
 from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.opening import shown
 from gq.store import pg_scheduling
+from gq.store import pg_insert
 from gq.store.pg_insert import insert_planned
 from gq.store.pg_instances import Instances
 from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
@@ -713,7 +714,10 @@ class _Lane:
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
-            conn = self._conn = psycopg.connect(self.url, autocommit=True)
+            # UTF-8: gq.store.pg_insert sends its text arrays encoded so
+            conn = self._conn = psycopg.connect(self.url, autocommit=True,
+                                                client_encoding="UTF8")
+            pg_insert.register(conn)
         return conn
 
     def close(self) -> None:

@@ -316,3 +316,46 @@ def test_circuit_breaker_opens_while_the_server_refuses_and_closes_after(postgre
         store.close()
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         admin.close()
+
+
+def test_one_statement_batch_keeps_every_field_and_id_form(stores, postgres_url):
+    """The new jobs of a batch go in as packed binary arrays with one statement
+    (gq.store.pg_insert): every field comes back as given (non-ASCII text, empty
+    and binary-looking payloads, NULL-or-not ids and keys, dependencies), each
+    caller gets its own job's id, and generated ids keep the f"{tag}-{seq:012x}"
+    form past 12 hex digits."""
+    (store,) = stores(1)
+    first = store.submit([spec("typ-é", None, id="dép-1")], max_depth=None, now=time.time())
+    assert first == ["dép-1"]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SELECT setval('gq_seq', %s)", (1 << 52,))
+    now = time.time()
+    specs = [spec("typ-é", {"s": "ünï"}, priority=-5, run_at=now + 3600, max_attempts=7,
+                  timeout=2.5, lifetime=60.0),
+             spec("t", "", id="given-ïd", key="kéy"),
+             spec("t", [1, 2], depends_on=["dép-1"]),
+             spec("t", {"n": 0})]
+    ids = store.submit(specs, max_depth=None, now=now)
+    assert ids[1] == "given-ïd"
+    for job_id in (ids[0], ids[2], ids[3]):
+        tag, seq = job_id.rsplit("-", 1)
+        assert tag == store.tag and len(seq) == 14 and int(seq, 16) > 1 << 52
+    recs = [store.get(i) for i in ids]
+    assert [r.type for r in recs] == ["typ-é", "t", "t", "t"]
+    assert [r.payload for r in recs] == [s.payload for s in specs]
+    assert (recs[0].priority, recs[0].run_at, recs[0].max_attempts, recs[0].timeout,
+            recs[0].lifetime) == (-5, now + 3600, 7, 2.5, 60.0)
+    assert recs[0].state == S.SCHEDULED and recs[3].state == S.SCHEDULED
+    assert recs[1].key == "kéy" and recs[0].key == "" and recs[3].key == ""
+    assert list(recs[2].depends_on) == ["dép-1"] and recs[2].state == S.PENDING
+    assert list(recs[3].depends_on) == []
+    assert recs[0].seq < recs[1].seq < recs[2].seq < recs[3].seq   # submission order
+    assert store.states_of(["dép-1"])["dép-1"][0] == S.SCHEDULED
+    assert store.counts() == {(S.SCHEDULED, "typ-é"): 2, (S.SCHEDULED, "t"): 2,
+                              (S.PENDING, "t"): 1}
+
+    async def many():   # concurrent asubmits: batches of plain jobs, one statement each
+        return await asyncio.gather(*(store.asubmit([spec("t", i)], now=time.time())
+                                      for i in range(200)))
+    got = [r[0] for r in asyncio.run(many())]
+    assert [store.get(i).payload for i in got] == [str(i).encode() for i in range(200)]
