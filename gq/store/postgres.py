@@ -242,7 +242,7 @@ class PostgresStore(BreakerProbes):
         self.doorbell = ListenDoorbell(url, self.channel)
         self.instances = Instances(self)
         for i, lane in enumerate(self._lanes):
-            lane.writer = _LaneWriter(functools.partial(self._run_batch, lane),
+            lane.writer = GroupCommitWriter(functools.partial(self._run_batch, lane),
                                             name=f"gq-writer-{i}:{self.channel}")
         self._closed = False
 
@@ -289,6 +289,13 @@ class PostgresStore(BreakerProbes):
 
     # -- the writer's side --------------------------------------------------------
     def _run_batch(self, lane, ops) -> None:
+        lane.writing = True
+        try:
+            self._run_ops(lane, ops)
+        finally:
+            lane.writing = False   # before its callers are woken: see _lane
+
+    def _run_ops(self, lane, ops) -> None:
         try:
             self._commit(lane, ops)
             self.breaker.succeeded()
@@ -387,12 +394,15 @@ class PostgresStore(BreakerProbes):
         free lane, else the next in turn. Dealing ops out in turn would split
         the burst of submits that one event-loop turn makes (or the callers a
         commit woke) over every lane: small batches, each paying a statement
-        and a commit. (A heuristic read of the writers' state, without lock.)"""
+        and a commit. Lanes are tried in order, so a lone stream of batches
+        keeps to one lane (one thread, one session). A lane is free from the
+        end of its batch, before its callers are woken, so they come back to
+        it. (Read without the writer's lock, `_pending` being the ops queued in
+        gq.store.writer: a stale answer only costs a smaller batch.)"""
         free = None
         for lane in self._lanes:
-            writer = lane.writer
-            if not writer.busy():
-                if writer.queued():
+            if not lane.writing:
+                if lane.writer._pending:    # ops wait for its next batch
                     return lane
                 free = free or lane
         return free or self._lanes[next(self._next_lane) % len(self._lanes)]
@@ -680,25 +690,16 @@ class PostgresStore(BreakerProbes):
             lane.close()
 
 
-class _LaneWriter(GroupCommitWriter):
-    """The group-commit writer of one lane, telling how far along it is."""
-
-    def busy(self) -> bool:
-        return self._leading          # a batch is being written
-
-    def queued(self) -> bool:
-        return bool(self._pending)    # ops wait for the next batch
-
-
 class _Lane:
-    """One writer thread and its session. A store has WRITER_LANES of them: ops
-    are dealt out in turn, so several transactions are in flight at once and the
-    server's own group commit merges their WAL flushes (one session would wait
-    for each flush before starting the next transaction)."""
+    """One writer thread and its session. A store has WRITER_LANES of them, so
+    an op that comes while one lane's transaction waits for its WAL flush can
+    start another on a free lane (PostgresStore._lane), and the server's own
+    group commit merges their flushes."""
 
     def __init__(self, url: str):
         self.url = url
         self.lock = threading.Lock()
+        self.writing = False   # a batch is being written on this lane
         self.writer: GroupCommitWriter | None = None
         self._conn = None
 
@@ -765,6 +766,15 @@ class _SubmitOp:
     def __call__(self, tx: _Tx) -> list[str]:
         specs = self.specs
         results: list = [None] * len(specs)
+        if self.max_depth is None and all(s.id is None and not s.key and not s.depends_on
+                                          for s in specs):
+            # plain jobs (the common case): nothing to check, each one scheduled
+            planned, now = tx.planned, self.now
+            for i, spec in enumerate(specs):
+                p = _Planned(spec, S.SCHEDULED, now)
+                p.slots.append((results, i))
+                planned.append(p)
+            return results
         fresh = []                              # (index, spec) of jobs to create
         key_creator: dict[str, int] = {}
         folded = []                             # (index, creator index)
