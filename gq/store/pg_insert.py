@@ -1,13 +1,22 @@
 """The new jobs of one PostgreSQL transaction, written by ONE statement.
 
 Every job a write batch plans (gq.store.postgres._SubmitOp) goes in with a
-single `INSERT ... SELECT FROM unnest(arrays)`, binary parameters (no text
-escaping). The same statement draws the jobs' seqs from `gq_seq`, in the order
+single `INSERT ... SELECT FROM unnest(arrays)`, binary parameters packed here
+(below). The same statement draws the jobs' seqs from `gq_seq`, in the order
 planned, and answers the ids of the jobs, in that order (given ids as they are,
 the others made from the seq), so a batch of plain submits costs one round trip
-and no separate seq query. With `channel` it also sends the wake-up (NOTIFY is
-delivered at commit): a batch that is nothing but new jobs is then one
-statement, run on its own as one implicit transaction (gq.store.postgres._Tx).
+and no separate seq query.
+
+A batch that is nothing but new jobs is this one statement, run on its own as
+one implicit transaction (gq.store.postgres._Tx, `alone=True`). It then does the
+rest of that transaction's work too: the NOTIFY (delivered at commit) when a
+job is ready, and the jobs' count rows in gq_counts, once per (state, type) of
+the batch, instead of the statement trigger's copy of every new row (a
+transition table) and PL/pgSQL call. It sets the transaction-local `gq.counted`,
+which the trigger's WHEN reads (schema v3, gq.store.pg_schema): inserts of any
+other statement, and of an older gq, are still counted by the trigger. Inside a
+longer transaction the statement leaves the counting to the trigger, so the
+setting never outlives the statement that counted.
 """
 
 from __future__ import annotations
@@ -40,16 +49,21 @@ _INSERT = (
     "ins AS (INSERT INTO gq_jobs (id, type, state, priority, max_attempts, seq, ready_seq, "
     "created_at, updated_at, run_at, timeout, lifetime, payload, depends_on, key) "
     "SELECT id, t, s, p, m, q, CASE WHEN r THEN q END, c, c, ra, tm, lt, pl, "
-    "coalesce(string_to_array(d, chr(31)), '{{}}'), NULLIF(k, '') FROM u) "
+    "coalesce(string_to_array(d, chr(31)), '{{}}'), NULLIF(k, '') FROM u){counted} "
     "SELECT array_agg(id ORDER BY o){notify} FROM u")
-INSERT = _INSERT.format(notify="")
-INSERT_AND_NOTIFY = _INSERT.format(notify=", pg_notify(%(channel)s, '')")
+_COUNTED = (", cnt AS (INSERT INTO gq_counts SELECT s, t, count(*) FROM u GROUP BY 1, 2)",
+            ", set_config('gq.counted', 'on', true)")
+INSERT = _INSERT.format(counted="", notify="")                   # in a transaction
+ALONE = _INSERT.format(counted=_COUNTED[0], notify=_COUNTED[1])  # its own transaction
+ALONE_AND_NOTIFY = _INSERT.format(counted=_COUNTED[0],
+                                  notify=_COUNTED[1] + ", pg_notify(%(channel)s, '')")
 
 
-def insert_planned(cur, planned, tag: str, channel: str | None = None) -> bool:
+def insert_planned(cur, planned, tag: str, alone: str | None = None) -> bool:
     """Write the planned jobs (gq.store.postgres._Planned) with one statement on
-    `cur`, set each one's id and its callers' results. With `channel`, the
-    statement also notifies it if a job is ready. Returns whether one is."""
+    `cur`, set each one's id and its callers' results. `alone`: the statement is
+    its transaction (autocommit); it counts its jobs and, if one is ready,
+    notifies the channel `alone` names. Returns whether a job is ready."""
     specs = [p.spec for p in planned]
     due = [p.state == S.SCHEDULED and s.run_at <= p.now for p, s in zip(planned, specs)]
     ring = True in due
@@ -62,11 +76,13 @@ def insert_planned(cur, planned, tag: str, channel: str | None = None) -> bool:
         "pl": _bytes([s.payload for s in specs]),
         "d": _texts([SEP.join(s.depends_on) for s in specs], empty=""),
         "k": _texts([s.key for s in specs], empty=""), "tag": tag}
-    if channel is not None and ring:
-        params["channel"] = channel
-        query = INSERT_AND_NOTIFY
-    else:
+    if alone is None:
         query = INSERT
+    elif ring:
+        params["channel"] = alone
+        query = ALONE_AND_NOTIFY
+    else:
+        query = ALONE
     ids = cur.execute(query, params).fetchone()[0]
     for p, job_id in zip(planned, ids):
         p.id = job_id

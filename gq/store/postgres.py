@@ -88,6 +88,18 @@ _ACTIVE = (S.PENDING, S.SCHEDULED)
 PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
 
 
+# One state over all types (schema v3 has no (state, seq) index): the types one
+# by one from (type, state, seq) (a recursive walk, one index probe per type),
+# the first `limit` jobs in that state of each type, then the first `limit` of all.
+_LIST_STATE = (
+    "WITH RECURSIVE types AS (SELECT min(type) AS type FROM gq_jobs UNION ALL "
+    " SELECT (SELECT min(type) FROM gq_jobs WHERE type > types.type) FROM types "
+    " WHERE types.type IS NOT NULL) "
+    f"SELECT {J_COLUMNS} FROM types CROSS JOIN LATERAL (SELECT * FROM gq_jobs "
+    " WHERE type = types.type AND state = %s ORDER BY seq LIMIT %s) j "
+    "ORDER BY j.seq LIMIT %s")
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return shown(url)
@@ -205,7 +217,8 @@ class _Tx:
             # nothing but new jobs: one statement, its own transaction
             planned, self.planned = self.planned, []
             self.wrote = self.sent = True
-            self.ring = insert_planned(self.cur, planned, self.store.tag, self.store.channel)
+            self.ring = insert_planned(self.cur, planned, self.store.tag,
+                                       alone=self.store.channel)
             return
         if self.planned:
             self.write_planned()
@@ -449,7 +462,7 @@ class PostgresStore(BreakerProbes):
         elif type is not None:
             where, order, params = "type = %s", "state, seq", (type,)
         elif state is not None:
-            where, order, params = "state = %s", "seq", (state,)
+            return [to_record(r) for r in self._query(_LIST_STATE, (state, limit, limit))]
         else:
             where, order, params = "true", "id", ()
         rows = self._query(f"SELECT {COLUMNS} FROM gq_jobs WHERE {where} ORDER BY {order} "
