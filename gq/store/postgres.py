@@ -242,15 +242,19 @@ class PostgresStore(BreakerProbes):
         self.path = url
         self.breaker = CircuitBreaker(redact(url), threshold=circuit_threshold,
                                       cooldown=circuit_cooldown)
+        first = None
         try:
-            self._prepare(url)
+            first = self._prepare(url)
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
                                         kwargs={"autocommit": True},
                                         name=f"gq:{self.channel}", timeout=30.0)
         except psycopg.Error as e:
+            if first is not None:
+                first.close()
             raise DataDirError(f"cannot open the PostgreSQL store at {redact(url)}: "
                                f"{str(e).strip()}") from None
-        self._lanes = [_Lane(url) for _ in range(WRITER_LANES)]
+        # the first lane goes on with the session that opened the store
+        self._lanes = [_Lane(url, first if i == 0 else None) for i in range(WRITER_LANES)]
         self._next_lane = itertools.count()
         self.doorbell = ListenDoorbell(url, self.channel)
         self.instances = Instances(self)
@@ -260,8 +264,11 @@ class PostgresStore(BreakerProbes):
         self._closed = False
 
     # -- opening ----------------------------------------------------------------
-    def _prepare(self, url: str) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
+    def _prepare(self, url: str):
+        """Check the schema, migrate it if older. Returns the session, which goes
+        on as the first writer lane's: the first write pays no connection."""
+        conn = _Lane.connect(url)
+        try:
             schema = conn.execute("SELECT current_schema()").fetchone()[0]
             if schema is None:
                 raise DataDirError(f"the PostgreSQL store at {redact(url)} has no schema to "
@@ -299,6 +306,10 @@ class PostgresStore(BreakerProbes):
                              (str(SCHEMA_VERSION),))
                 self.tag = conn.execute("SELECT value FROM gq_meta WHERE key = 'tag'"
                                         ).fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     # -- the writer's side --------------------------------------------------------
     def _run_batch(self, lane, ops) -> None:
@@ -711,12 +722,12 @@ class _Lane:
     start another on a free lane (PostgresStore._lane), and the server's own
     group commit merges their flushes."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, conn=None):
         self.url = url
         self.lock = threading.Lock()
         self.writing = False   # a batch is being written on this lane
         self.writer: GroupCommitWriter | None = None
-        self._conn = None
+        self._conn = conn      # opened by connect(), or on the first batch
 
     def connection(self):
         conn = self._conn
@@ -730,10 +741,15 @@ class _Lane:
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
-            # UTF-8: gq.store.pg_insert sends its text arrays encoded so
-            conn = self._conn = psycopg.connect(self.url, autocommit=True,
-                                                client_encoding="UTF8")
-            pg_insert.register(conn)
+            conn = self._conn = self.connect(self.url)
+        return conn
+
+    @staticmethod
+    def connect(url: str):
+        """A writer session: autocommit (see _Tx), UTF-8 (gq.store.pg_insert sends
+        its text arrays encoded so), the packed arrays' dumpers registered."""
+        conn = psycopg.connect(url, autocommit=True, client_encoding="UTF8")
+        pg_insert.register(conn)
         return conn
 
     def close(self) -> None:
