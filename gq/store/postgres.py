@@ -8,10 +8,12 @@ How the contract maps onto PostgreSQL:
 
 - Writes go through the same group-commit writer as LMDB (gq.store.writer): the
   ops waiting when a transaction starts share it, and the new jobs of every
-  submit op in it go in with ONE multi-row INSERT (unnest of arrays) when the
+  submit op in it go in with ONE multi-row INSERT (gq.store.pg_insert) when the
   transaction flushes. Sequence numbers come from the database (`gq_seq`).
-  Unlike LMDB (one writer at a time, by design) several writers, each with its
-  own session, may have transactions in flight ($GQ_POSTGRES_WRITERS, 2).
+  A batch of nothing but plain submits is that one statement, its own
+  transaction (see _Tx). Unlike LMDB (one writer at a time, by design) several
+  writers, each with its own session, may have transactions in flight
+  ($GQ_POSTGRES_WRITERS, 2; PostgresStore._lane picks one per op).
 - An op does its checks (SELECTs, with FOR SHARE / FOR UPDATE where another
   session could change the answer before commit) before its first write, and
   raises a GQError there: a refused op leaves nothing behind. A transaction
@@ -759,15 +761,18 @@ class _Lane:
 
 
 def _has_input(conn) -> bool:
-    """Whether the server sent something to a session that asked nothing."""
+    """Whether the server sent something to a session that asked nothing
+    (poll, not select: a process may hold file descriptors past 1024)."""
     try:
-        return bool(select.select([conn.fileno()], [], [], 0)[0])
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
 
 
 class _SessionGone(Exception):
-    """The writer's session failed before its transaction began."""
+    """The writer's session failed before anything of its batch was sent."""
 
 
 def _is_engine_failure(e: Exception) -> bool:
