@@ -9,10 +9,11 @@ processes opening a fresh database at once migrate it exactly once.
 Tables:
   gq_jobs        one row per job; the record's fields are columns
   gq_counts      (state, type, delta) rows written by statement triggers on
-                 gq_jobs; counts() sums them, housekeeping folds them together.
-                 Delta rows instead of one counter row per (state, type): a
-                 counter row would be a lock every claim and completion of every
-                 worker queues on.
+                 gq_jobs (and by gq.store.pg_insert's lone batch INSERT itself,
+                 which the insert trigger then skips: v3); counts() sums them,
+                 housekeeping folds them together. Delta rows instead of one
+                 counter row per (state, type): a counter row would be a lock
+                 every claim and completion of every worker queues on.
   gq_dependents  (dependency, dependent): who waits on an unfinished job
   gq_paused      paused job types
   gq_instances   worker heartbeats: liveness across machines (no file locks)
@@ -20,17 +21,22 @@ Tables:
   gq_periodic    periodic schedule -> last occurrence submitted (v2)
 
 Indexes serve exactly the queries of gq.store.postgres: the claim (type,
-priority DESC, ready_seq) over ready rows only, the ready feed (ready_seq),
-delayed jobs by run_at, listings by (type, state, seq) and (state, seq),
-running jobs by owner, purge by finished_at, and live idempotency keys (unique:
-two unfinished jobs can never share a key, whoever submits them).
+priority DESC, ready_seq) over ready rows only, delayed jobs by run_at,
+listings by (type, state, seq), running jobs by owner, purge by finished_at,
+and live idempotency keys (unique: two unfinished jobs can never share a key,
+whoever submits them). Every index is one more entry to write for each new job
+and each state change, so v3 dropped two that only served rare reads: a
+listing of one state over all types walks the types through (type, state, seq)
+(PostgresStore.list), and ready_after (no change feed on this store, which
+claims by quota; gq.testing's only caller reads every ready job) reads the
+claim index's ready rows. Their seqs stay unique: every one comes from gq_seq.
 """
 
 from __future__ import annotations
 
 from gq.store.pg_scheduling import MIGRATION_V2
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # State codes (gq._core.states): 0 pending, 1 scheduled, 2 running, 3 completed,
 # 4 failed, 5 dead_letter, 6 cancelled.
@@ -132,5 +138,16 @@ CREATE TRIGGER gq_jobs_count_delete AFTER DELETE ON gq_jobs
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION gq_count_deleted();
 """
 
-MIGRATIONS: list[str] = [_V1, MIGRATION_V2]
+# v3: cheaper new jobs (see the docstring and gq.store.pg_insert).
+_V3 = r"""
+DROP TRIGGER gq_jobs_count_insert ON gq_jobs;
+CREATE TRIGGER gq_jobs_count_insert AFTER INSERT ON gq_jobs
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    WHEN (current_setting('gq.counted', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION gq_count_inserted();
+DROP INDEX gq_jobs_by_state;
+DROP INDEX gq_jobs_ready_feed;
+"""
+
+MIGRATIONS: list[str] = [_V1, MIGRATION_V2, _V3]
 assert len(MIGRATIONS) == SCHEMA_VERSION

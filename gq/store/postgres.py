@@ -8,10 +8,12 @@ How the contract maps onto PostgreSQL:
 
 - Writes go through the same group-commit writer as LMDB (gq.store.writer): the
   ops waiting when a transaction starts share it, and the new jobs of every
-  submit op in it go in with ONE multi-row INSERT (unnest of arrays) when the
+  submit op in it go in with ONE multi-row INSERT (gq.store.pg_insert) when the
   transaction flushes. Sequence numbers come from the database (`gq_seq`).
-  Unlike LMDB (one writer at a time, by design) several writers, each with its
-  own session, may have transactions in flight ($GQ_POSTGRES_WRITERS, 2).
+  A batch of nothing but plain submits is that one statement, its own
+  transaction (see _Tx). Unlike LMDB (one writer at a time, by design) several
+  writers, each with its own session, may have transactions in flight
+  ($GQ_POSTGRES_WRITERS, 2; PostgresStore._lane picks one per op).
 - An op does its checks (SELECTs, with FOR SHARE / FOR UPDATE where another
   session could change the answer before commit) before its first write, and
   raises a GQError there: a refused op leaves nothing behind. A transaction
@@ -34,11 +36,13 @@ How the contract maps onto PostgreSQL:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
 import os
 import secrets
+import select
 import threading
 import time
 
@@ -59,6 +63,8 @@ from gq.metrics import PERSISTENCE_ERRORS
 from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.opening import shown
 from gq.store import pg_scheduling
+from gq.store import pg_insert
+from gq.store.pg_insert import insert_planned
 from gq.store.pg_instances import Instances
 from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from gq.store.pg_wake import ListenDoorbell
@@ -71,7 +77,6 @@ RETRIES = 3            # re-runs of an op whose transaction the server aborted
 WRITER_LANES = int(os.environ.get("GQ_POSTGRES_WRITERS", "2"))   # see _Lane
 POOL_SIZE = 8          # read connections per store
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
-_SEP = chr(31)         # joins dependency ids for unnest (ids never hold control chars)
 
 _FIELDS = ("id", "type", "state", "priority", "attempts", "max_attempts", "crashes", "seq",
            "coalesce({}ready_seq, 0)", "created_at", "updated_at", "run_at", "started_at",
@@ -83,6 +88,18 @@ J_COLUMNS = ", ".join(f.format("j.") if "{}" in f else "j." + f for f in _FIELDS
 
 _ACTIVE = (S.PENDING, S.SCHEDULED)
 PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
+
+
+# One state over all types (schema v3 has no (state, seq) index): the types one
+# by one from (type, state, seq) (a recursive walk, one index probe per type),
+# the first `limit` jobs in that state of each type, then the first `limit` of all.
+_LIST_STATE = (
+    "WITH RECURSIVE types AS (SELECT min(type) AS type FROM gq_jobs UNION ALL "
+    " SELECT (SELECT min(type) FROM gq_jobs WHERE type > types.type) FROM types "
+    " WHERE types.type IS NOT NULL) "
+    f"SELECT {J_COLUMNS} FROM types CROSS JOIN LATERAL (SELECT * FROM gq_jobs "
+    " WHERE type = types.type AND state = %s ORDER BY seq LIMIT %s) j "
+    "ORDER BY j.seq LIMIT %s")
 
 
 def redact(url: str) -> str:
@@ -128,12 +145,21 @@ class _Planned:
 
 
 class _Tx:
-    """One transaction of the group-commit writer and the state its ops share."""
+    """One write batch of the group-commit writer and the state its ops share.
 
-    def __init__(self, store: "PostgresStore", conn):
+    The lane's session is in autocommit: a transaction is begun (BEGIN) only
+    when an op reads or writes. A batch that does neither, only plans new jobs
+    (plain submits), is then ONE statement at flush, its own implicit
+    transaction: committed (synchronous_commit on: the WAL flushed) when the
+    statement answers, one round trip instead of BEGIN, INSERT, NOTIFY, COMMIT."""
+
+    def __init__(self, store: "PostgresStore", conn, stack: contextlib.ExitStack):
         self.store = store
         self.conn = conn
         self.cur = conn.cursor()
+        self._stack = stack        # holds the transaction once begun
+        self.began = False
+        self.sent = False          # something of this batch reached the server
         self.wrote = False
         self.ring = False
         self.planned: list[_Planned] = []
@@ -141,11 +167,20 @@ class _Tx:
         self.planned_keys: dict[str, _Planned] = {}
         self.planned_dependents: list[tuple[str, _Planned]] = []
 
-    # -- reading --------------------------------------------------------------
-    def rows(self, query, params=None):
+    def begin(self) -> None:
+        if not self.began:
+            self._stack.enter_context(self.conn.transaction())   # BEGIN; COMMIT at exit
+            self.began = self.sent = True
+
+    def _execute(self, query, params):
+        self.begin()
         if self.planned:
             self.write_planned()
-        return self.cur.execute(query, params).fetchall()
+        return self.cur.execute(query, params)
+
+    # -- reading --------------------------------------------------------------
+    def rows(self, query, params=None):
+        return self._execute(query, params).fetchall()
 
     def load(self, job_id: str, lock: bool = False) -> JobRecord | None:
         rows = self.rows(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s"
@@ -160,51 +195,33 @@ class _Tx:
 
     # -- writing (only after every check of the op passed) -----------------------
     def write(self, query, params=None):
-        if self.planned:
-            self.write_planned()
         self.wrote = True
-        return self.cur.execute(query, params)
+        return self._execute(query, params)
 
     def write_planned(self) -> None:
+        """The planned jobs, inside the transaction (something else runs in it)."""
+        self.begin()
         planned, self.planned = self.planned, []
         self.wrote = True
-        cur, tag = self.cur, self.store.tag
-        seqs = [r[0] for r in cur.execute(
-            "SELECT nextval('gq_seq') FROM generate_series(1, %s)", (len(planned),))]
-        cols = [[] for _ in range(13)]
-        for p, seq in zip(planned, seqs):
-            spec = p.spec
-            if p.id is None:
-                p.id = f"{tag}-{seq:012x}"
-            for results, i in p.slots:
-                results[i] = p.id
-            due = p.state == S.SCHEDULED and spec.run_at <= p.now
-            for col, value in zip(cols, (
-                    p.id, spec.type, p.state, spec.priority, spec.max_attempts, seq, due,
-                    p.now, spec.run_at, spec.timeout, spec.lifetime, spec.payload,
-                    _SEP.join(spec.depends_on))):
-                col.append(value)
-            if due:
-                self.ring = True
-        keys = [p.spec.key for p in planned]
-        cur.execute(   # binary parameters: no text escaping of the arrays
-            "INSERT INTO gq_jobs (id, type, state, priority, max_attempts, seq, ready_seq, "
-            "created_at, updated_at, run_at, timeout, lifetime, payload, depends_on, key) "
-            "SELECT i, t, s, p, m, q, CASE WHEN r THEN q END, c, c, ra, tm, lt, pl, "
-            "string_to_array(d, chr(31)), NULLIF(k, '') FROM unnest("
-            "%b::text[], %b::text[], %b::int2[], %b::int4[], %b::int4[], %b::int8[], "
-            "%b::bool[], %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::bytea[], "
-            "%b::text[], %b::text[]) AS u(i, t, s, p, m, q, r, c, ra, tm, lt, pl, d, k)",
-            (*cols, keys))
+        if insert_planned(self.cur, planned, self.store.tag):
+            self.ring = True
         self.planned_ids.clear()
         self.planned_keys.clear()
         if self.planned_dependents:
             deps, self.planned_dependents = self.planned_dependents, []
-            cur.execute("INSERT INTO gq_dependents (dependency, dependent) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-                        ([d for d, _ in deps], [p.id for _, p in deps]))
+            self.cur.execute("INSERT INTO gq_dependents (dependency, dependent) "
+                             "SELECT * FROM unnest(%s::text[], %s::text[]) "
+                             "ON CONFLICT DO NOTHING",
+                             ([d for d, _ in deps], [p.id for _, p in deps]))
 
     def flush(self) -> None:
+        if self.planned and not (self.began or self.planned_dependents or self.ring):
+            # nothing but new jobs: one statement, its own transaction
+            planned, self.planned = self.planned, []
+            self.wrote = self.sent = True
+            self.ring = insert_planned(self.cur, planned, self.store.tag,
+                                       alone=self.store.channel)
+            return
         if self.planned:
             self.write_planned()
         if self.ring:
@@ -227,15 +244,19 @@ class PostgresStore(BreakerProbes):
         self.path = url
         self.breaker = CircuitBreaker(redact(url), threshold=circuit_threshold,
                                       cooldown=circuit_cooldown)
+        first = None
         try:
-            self._prepare(url)
+            first = self._prepare(url)
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
                                         kwargs={"autocommit": True},
                                         name=f"gq:{self.channel}", timeout=30.0)
         except psycopg.Error as e:
+            if first is not None:
+                first.close()
             raise DataDirError(f"cannot open the PostgreSQL store at {redact(url)}: "
                                f"{str(e).strip()}") from None
-        self._lanes = [_Lane(url) for _ in range(WRITER_LANES)]
+        # the first lane goes on with the session that opened the store
+        self._lanes = [_Lane(url, first if i == 0 else None) for i in range(WRITER_LANES)]
         self._next_lane = itertools.count()
         self.doorbell = ListenDoorbell(url, self.channel)
         self.instances = Instances(self)
@@ -245,8 +266,11 @@ class PostgresStore(BreakerProbes):
         self._closed = False
 
     # -- opening ----------------------------------------------------------------
-    def _prepare(self, url: str) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
+    def _prepare(self, url: str):
+        """Check the schema, migrate it if older. Returns the session, which goes
+        on as the first writer lane's: the first write pays no connection."""
+        conn = _Lane.connect(url)
+        try:
             schema = conn.execute("SELECT current_schema()").fetchone()[0]
             if schema is None:
                 raise DataDirError(f"the PostgreSQL store at {redact(url)} has no schema to "
@@ -284,9 +308,20 @@ class PostgresStore(BreakerProbes):
                              (str(SCHEMA_VERSION),))
                 self.tag = conn.execute("SELECT value FROM gq_meta WHERE key = 'tag'"
                                         ).fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     # -- the writer's side --------------------------------------------------------
     def _run_batch(self, lane, ops) -> None:
+        lane.writing = True
+        try:
+            self._run_ops(lane, ops)
+        finally:
+            lane.writing = False   # before its callers are woken: see _lane
+
+    def _run_ops(self, lane, ops) -> None:
         try:
             self._commit(lane, ops)
             self.breaker.succeeded()
@@ -340,20 +375,19 @@ class PostgresStore(BreakerProbes):
                     raise
 
     def _commit_once(self, lane, ops) -> None:
-        began = False
         with lane.lock:
             conn = lane.connection()
+            tx = None
             try:
-                with conn.transaction():
-                    began = True
-                    tx = _Tx(self, conn)
+                with contextlib.ExitStack() as stack:   # the transaction, once begun
+                    tx = _Tx(self, conn, stack)
                     apply_ops(tx, ops)
                     tx.flush()
             except psycopg.OperationalError:
                 conn.close()   # a broken session is reopened by the next batch
-                if not began:
-                    # it was gone before the transaction began (a server restart,
-                    # an idle session ended): nothing ran, a new session may retry
+                if tx is None or not tx.sent:
+                    # it was gone before anything of the batch was sent (a server
+                    # restart, an idle session ended): a new session may retry
                     raise _SessionGone("the server cannot be reached; nothing was "
                                        "written") from None
                 raise
@@ -381,7 +415,23 @@ class PostgresStore(BreakerProbes):
         return await self._lane().writer.acall(fn, asyncio.get_running_loop())
 
     def _lane(self):
-        return self._lanes[next(self._next_lane) % len(self._lanes)]
+        """The lane for the next op: the batch still forming on a lane whose
+        writer is free (it will take every op queued when it next runs), else a
+        free lane, else the next in turn. Dealing ops out in turn would split
+        the burst of submits that one event-loop turn makes (or the callers a
+        commit woke) over every lane: small batches, each paying a statement
+        and a commit. Lanes are tried in order, so a lone stream of batches
+        keeps to one lane (one thread, one session). A lane is free from the
+        end of its batch, before its callers are woken, so they come back to
+        it. (Read without the writer's lock, `_pending` being the ops queued in
+        gq.store.writer: a stale answer only costs a smaller batch.)"""
+        free = None
+        for lane in self._lanes:
+            if not lane.writing:
+                if lane.writer._pending:    # ops wait for its next batch
+                    return lane
+                free = free or lane
+        return free or self._lanes[next(self._next_lane) % len(self._lanes)]
 
     # -- reads (a pooled session each, autocommit) ----------------------------------
     def _query(self, query, params=None):
@@ -425,7 +475,7 @@ class PostgresStore(BreakerProbes):
         elif type is not None:
             where, order, params = "type = %s", "state, seq", (type,)
         elif state is not None:
-            where, order, params = "state = %s", "seq", (state,)
+            return [to_record(r) for r in self._query(_LIST_STATE, (state, limit, limit))]
         else:
             where, order, params = "true", "id", ()
         rows = self._query(f"SELECT {COLUMNS} FROM gq_jobs WHERE {where} ORDER BY {order} "
@@ -484,7 +534,9 @@ class PostgresStore(BreakerProbes):
     async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
         if self.breaker.admit():
             await self._aprobe()
-        return await self._awrite(_SubmitOp(specs, max_depth, now, key_window))
+        self._check_open()   # _awrite inlined: one coroutine less per submit
+        return await self._lane().writer.acall(_SubmitOp(specs, max_depth, now, key_window),
+                                               asyncio.get_running_loop())
 
     # -- scheduling (gq.store.pg_scheduling) ---------------------------------------------
     def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
@@ -667,23 +719,39 @@ class PostgresStore(BreakerProbes):
 
 
 class _Lane:
-    """One writer thread and its session. A store has WRITER_LANES of them: ops
-    are dealt out in turn, so several transactions are in flight at once and the
-    server's own group commit merges their WAL flushes (one session would wait
-    for each flush before starting the next transaction)."""
+    """One writer thread and its session. A store has WRITER_LANES of them, so
+    an op that comes while one lane's transaction waits for its WAL flush can
+    start another on a free lane (PostgresStore._lane), and the server's own
+    group commit merges their flushes."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, conn=None):
         self.url = url
         self.lock = threading.Lock()
+        self.writing = False   # a batch is being written on this lane
         self.writer: GroupCommitWriter | None = None
-        self._conn = None
+        self._conn = conn      # opened by connect(), or on the first batch
 
     def connection(self):
         conn = self._conn
+        if conn is not None and not (conn.closed or conn.broken) and _has_input(conn):
+            # An idle session the server said something to has been ended by it
+            # (a restart, pg_terminate_backend, idle_session_timeout: a FATAL
+            # message, then EOF). Found out here, before the batch is sent: a
+            # batch of new jobs is one statement, and a statement that fails
+            # in flight may or may not have committed, so it cannot be retried.
+            conn.close()
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
-            conn = self._conn = psycopg.connect(self.url, autocommit=False)
+            conn = self._conn = self.connect(self.url)
+        return conn
+
+    @staticmethod
+    def connect(url: str):
+        """A writer session: autocommit (see _Tx), UTF-8 (gq.store.pg_insert sends
+        its text arrays encoded so), the packed arrays' dumpers registered."""
+        conn = psycopg.connect(url, autocommit=True, client_encoding="UTF8")
+        pg_insert.register(conn)
         return conn
 
     def close(self) -> None:
@@ -692,8 +760,19 @@ class _Lane:
                 self._conn.close()
 
 
+def _has_input(conn) -> bool:
+    """Whether the server sent something to a session that asked nothing
+    (poll, not select: a process may hold file descriptors past 1024)."""
+    try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True
+
+
 class _SessionGone(Exception):
-    """The writer's session failed before its transaction began."""
+    """The writer's session failed before anything of its batch was sent."""
 
 
 def _is_engine_failure(e: Exception) -> bool:
@@ -723,6 +802,15 @@ class _SubmitOp:
     def __call__(self, tx: _Tx) -> list[str]:
         specs = self.specs
         results: list = [None] * len(specs)
+        if self.max_depth is None and all(s.id is None and not s.key and not s.depends_on
+                                          for s in specs):
+            # plain jobs (the common case): nothing to check, each one scheduled
+            planned, now = tx.planned, self.now
+            for i, spec in enumerate(specs):
+                p = _Planned(spec, S.SCHEDULED, now)
+                p.slots.append((results, i))
+                planned.append(p)
+            return results
         fresh = []                              # (index, spec) of jobs to create
         key_creator: dict[str, int] = {}
         folded = []                             # (index, creator index)

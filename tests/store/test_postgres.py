@@ -334,3 +334,119 @@ def test_circuit_breaker_opens_while_the_server_refuses_and_closes_after(postgre
         store.close()
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         admin.close()
+
+
+def test_one_statement_batch_keeps_every_field_and_id_form(stores, postgres_url):
+    """The new jobs of a batch go in as packed binary arrays with one statement
+    (gq.store.pg_insert): every field comes back as given (non-ASCII text, empty
+    and binary-looking payloads, NULL-or-not ids and keys, dependencies), each
+    caller gets its own job's id, and generated ids keep the f"{tag}-{seq:012x}"
+    form past 12 hex digits."""
+    (store,) = stores(1)
+    first = store.submit([spec("typ-é", None, id="dép-1")], max_depth=None, now=time.time())
+    assert first == ["dép-1"]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SELECT setval('gq_seq', %s)", (1 << 52,))
+    now = time.time()
+    specs = [spec("typ-é", {"s": "ünï"}, priority=-5, run_at=now + 3600, max_attempts=7,
+                  timeout=2.5, lifetime=60.0),
+             spec("t", "", id="given-ïd", key="kéy"),
+             spec("t", [1, 2], depends_on=["dép-1"]),
+             spec("t", {"n": 0})]
+    ids = store.submit(specs, max_depth=None, now=now)
+    assert ids[1] == "given-ïd"
+    for job_id in (ids[0], ids[2], ids[3]):
+        tag, seq = job_id.rsplit("-", 1)
+        assert tag == store.tag and len(seq) == 14 and int(seq, 16) > 1 << 52
+    recs = [store.get(i) for i in ids]
+    assert [r.type for r in recs] == ["typ-é", "t", "t", "t"]
+    assert [r.payload for r in recs] == [s.payload for s in specs]
+    assert (recs[0].priority, recs[0].run_at, recs[0].max_attempts, recs[0].timeout,
+            recs[0].lifetime) == (-5, now + 3600, 7, 2.5, 60.0)
+    assert recs[0].state == S.SCHEDULED and recs[3].state == S.SCHEDULED
+    assert recs[1].key == "kéy" and recs[0].key == "" and recs[3].key == ""
+    assert list(recs[2].depends_on) == ["dép-1"] and recs[2].state == S.PENDING
+    assert list(recs[3].depends_on) == []
+    assert recs[0].seq < recs[1].seq < recs[2].seq < recs[3].seq   # submission order
+    assert store.states_of(["dép-1"])["dép-1"][0] == S.SCHEDULED
+    assert store.counts() == {(S.SCHEDULED, "typ-é"): 2, (S.SCHEDULED, "t"): 2,
+                              (S.PENDING, "t"): 1}
+
+    async def many():   # concurrent asubmits: batches of plain jobs, one statement each
+        return await asyncio.gather(*(store.asubmit([spec("t", i)], now=time.time())
+                                      for i in range(200)))
+    got = [r[0] for r in asyncio.run(many())]
+    assert [store.get(i).payload for i in got] == [str(i).encode() for i in range(200)]
+
+
+def _true_counts(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        return {(s, t): n for s, t, n in conn.execute(
+            "SELECT state, type, count(*) FROM gq_jobs GROUP BY 1, 2")}
+
+
+def test_schema_v2_store_is_migrated_on_open_and_counts_stay_exact(postgres_url):
+    """A store made by schema v2 (its jobs counted by the insert trigger) opens
+    as v3: the two dropped indexes are gone, the lone batch INSERT counts its
+    own jobs (the trigger skips them), inserts inside a longer transaction and
+    moved-in records are still counted by the trigger, never twice."""
+    from gq.check import check_store
+    from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
+    from gq.store.records import restore_record
+
+    assert SCHEMA_VERSION == 3
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(MIGRATIONS[0])
+        conn.execute(MIGRATIONS[1])
+        conn.execute("INSERT INTO gq_meta VALUES ('tag', 'abcd1234'), ('schema_version', '2')")
+        conn.execute("INSERT INTO gq_jobs (id, type, state, seq, ready_seq, created_at, "
+                     "updated_at, payload) SELECT 'old-' || g, 'old', 1, nextval('gq_seq'), "
+                     "currval('gq_seq'), 0, 0, '' FROM generate_series(1, 3) g")
+    store = PostgresStore(postgres_url)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert conn.execute("SELECT value FROM gq_meta WHERE key = 'schema_version'"
+                                ).fetchone()[0] == "3"
+            assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN "
+                                "('gq_jobs_by_state', 'gq_jobs_ready_feed') AND schemaname "
+                                "= current_schema()").fetchone()[0] == 0
+        assert store.counts() == {(S.SCHEDULED, "old"): 3}
+        store.submit([spec("a"), spec("b"), spec("a")], max_depth=None, now=time.time())
+        assert store.counts() == _true_counts(postgres_url) == {
+            (S.SCHEDULED, "old"): 3, (S.SCHEDULED, "a"): 2, (S.SCHEDULED, "b"): 1}
+        # a key: the batch reads first, so it is a transaction the trigger counts
+        store.submit([spec("a", key="k1"), spec("b", id="named")], max_depth=None,
+                     now=time.time())
+        later = time.time()
+        store.insert_records([restore_record("moved", "b", b"{}", S.COMPLETED, finished_at=later),
+                              restore_record("moved-2", "a", b"", S.SCHEDULED)], now=later)
+        assert store.counts() == _true_counts(postgres_url)
+        assert check_store(store).ok
+        assert [r.id for r in store.list(state=S.SCHEDULED, limit=3)] == ["old-1", "old-2",
+                                                                          "old-3"]
+    finally:
+        store.close()
+    reopened = PostgresStore(postgres_url)    # v3 already: nothing to migrate
+    reopened.close()
+
+
+def test_listing_one_state_walks_the_types_in_seq_order(stores, postgres_url):
+    """list(state=) over every type: seq order across types, the limit applied
+    to all of them, served by the (type, state, seq) index."""
+    (store,) = stores(1)
+    ids = store.submit([spec(t) for t in ("b", "a", "c", "a", "b", "c", "a")],
+                       max_depth=None, now=time.time())
+    claimed = {r.id for r in store.claim(ClaimQuota(1, {"c": None}), owner="o",
+                                         lease_deadline=time.monotonic() + 60,
+                                         now=time.time())}
+    scheduled = [i for i in ids if i not in claimed]
+    assert [r.id for r in store.list(state=S.SCHEDULED)] == scheduled
+    assert [r.id for r in store.list(state=S.SCHEDULED, limit=4)] == scheduled[:4]
+    assert [r.id for r in store.list(state=S.RUNNING)] == sorted(claimed)
+    assert store.list(state=S.FAILED) == []
+    from gq.store.postgres import _LIST_STATE
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN " + _LIST_STATE.replace("%s", "1")))
+    assert "gq_jobs_by_type" in plan
