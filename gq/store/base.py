@@ -14,7 +14,7 @@ clock).
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, Sequence
+from typing import Awaitable, Iterable, Protocol, Sequence
 
 from gq._core.codec import JobRecord
 from gq.submission import JobSpec
@@ -42,9 +42,10 @@ class Store(Protocol):
         its expiry entry.
         """
 
-    async def asubmit(self, specs: Sequence[JobSpec], *, max_depth: int | None,
-                      now: float, key_window: float = 0.0) -> list[str]:
-        """`submit` for coroutines; concurrent callers share one commit."""
+    def asubmit(self, specs: Sequence[JobSpec], *, max_depth: int | None,
+                now: float, key_window: float = 0.0) -> Awaitable[list[str]]:
+        """`submit` for coroutines (an awaitable: a coroutine, or the commit's
+        future itself); concurrent callers share one commit."""
 
     def submit_occurrence(self, name: str, occurrence: float, specs: Sequence[JobSpec], *,
                           max_depth: int | None, now: float,

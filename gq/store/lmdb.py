@@ -562,12 +562,18 @@ class LMDBStore(BreakerProbes):
             self._probe()
         return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
-    async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
+    def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
+        """An awaitable (the commit's future itself, not a coroutine around it:
+        the one awaited per caller on the hot path of concurrent submits)."""
         self._check_open()
+        op = _SubmitOp(specs, max_depth, now, key_window)
         if self.breaker.admit():
-            await self._aprobe()
-        return await self._writer.acall(_SubmitOp(specs, max_depth, now, key_window),
-                                        asyncio.get_running_loop())
+            return self._after_probe(op)
+        return self._writer.future(op, asyncio.get_running_loop())
+
+    async def _after_probe(self, op):
+        await self._aprobe()
+        return await self._writer.acall(op, asyncio.get_running_loop())
 
     def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
                           key_window=0.0):

@@ -531,12 +531,19 @@ class PostgresStore(BreakerProbes):
             self._probe()
         return self._write(_SubmitOp(specs, max_depth, now, key_window))
 
-    async def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
+    def asubmit(self, specs, *, max_depth=None, now, key_window=0.0):
+        """An awaitable: the commit's future itself, no coroutine around it (the
+        one awaited per caller on the hot path of concurrent submits)."""
+        op = _SubmitOp(specs, max_depth, now, key_window)
         if self.breaker.admit():
-            await self._aprobe()
-        self._check_open()   # _awrite inlined: one coroutine less per submit
-        return await self._lane().writer.acall(_SubmitOp(specs, max_depth, now, key_window),
-                                               asyncio.get_running_loop())
+            return self._after_probe(op)
+        self._check_open()
+        return self._lane().writer.future(op, asyncio.get_running_loop())
+
+    async def _after_probe(self, op):
+        await self._aprobe()
+        self._check_open()
+        return await self._lane().writer.acall(op, asyncio.get_running_loop())
 
     # -- scheduling (gq.store.pg_scheduling) ---------------------------------------------
     def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,

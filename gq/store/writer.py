@@ -105,22 +105,30 @@ class GroupCommitWriter:
 
     async def acall(self, fn, loop):
         """`call` for coroutines: the event loop keeps running while the commit happens."""
+        return await self.future(fn, loop)
+
+    def future(self, fn, loop):
+        """`acall` without its coroutine: a future of `loop` that the commit holding
+        `fn`'s write resolves (a submit path awaits it directly: one frame less
+        to create and resume per caller)."""
         op = _Op(fn, loop, loop.create_future())
         self._enqueue(op, may_lead=False)
-        return await op.future
+        return op.future
 
     def _enqueue(self, op: _Op, may_lead: bool) -> bool:
         """Queue `op`; True if the caller must now lead a batch itself."""
         with self._lock:
             if self._closing:
                 raise GQError("the queue is closed")
-            self._pending.append(op)
+            pending = self._pending
+            pending.append(op)
             if self._leading:
                 return False
             if may_lead:
                 self._leading = True
                 return True
-            self._cond.notify()
+            if len(pending) == 1:   # ops already waiting: the writer was woken for them
+                self._cond.notify()
             return False
 
     def _take(self) -> list:
