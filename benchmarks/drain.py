@@ -111,6 +111,9 @@ def latency(base: str, rate: float, seconds: float) -> dict:
 
     n = int(rate * seconds)
     worker = gq.Worker(q, concurrency=64)
+    # the stores of the benchmarks before this one are still being written back:
+    # flush them first, or that writeback lands in these commits' tails
+    os.sync()
     proc = subprocess.Popen([sys.executable, "-c", SUBMITTER, path, str(rate), str(n)])
     threading.Thread(target=lambda: (_wait_until(lambda: len(lat) >= n, seconds * 5 + 60),
                                      worker.stop()), daemon=True).start()
@@ -120,6 +123,7 @@ def latency(base: str, rate: float, seconds: float) -> dict:
     at = f"latency_at_{rate:g}_per_s"
     figures = {f"{at}_jobs": n, **_percentiles(at, lat)}
     # the baseline, straight after on the same disk: two raw synced commits per job
+    os.sync()
     raw = raw_two_commit_latency(base, rate, seconds)
     figures.update(_percentiles(f"raw_lmdb_two_commits_{at}", raw))
     figures[f"{at}_p99_vs_raw"] = round(figures[f"{at}_p99_ms"] /
