@@ -423,12 +423,12 @@ class PostgresStore(BreakerProbes):
         and a commit. Lanes are tried in order, so a lone stream of batches
         keeps to one lane (one thread, one session). A lane is free from the
         end of its batch, before its callers are woken, so they come back to
-        it. (Read without the writer's lock, `_pending` being the ops queued in
+        it. (Read without the writer's lock, `waiting` being the ops queued in
         gq.store.writer: a stale answer only costs a smaller batch.)"""
         free = None
         for lane in self._lanes:
             if not lane.writing:
-                if lane.writer._pending:    # ops wait for its next batch
+                if lane.writer.waiting:    # ops wait for its next batch
                     return lane
                 free = free or lane
         return free or self._lanes[next(self._next_lane) % len(self._lanes)]

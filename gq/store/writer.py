@@ -131,6 +131,11 @@ class GroupCommitWriter:
                 self._cond.notify()
             return False
 
+    @property
+    def waiting(self) -> bool:
+        """Whether ops wait for the next batch (read without the lock: a hint)."""
+        return bool(self._pending)
+
     def _take(self) -> list:
         pending = self._pending
         n = min(len(pending), MAX_OPS_PER_BATCH)
