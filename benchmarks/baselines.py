@@ -34,9 +34,12 @@ class RawLMDB:
         self.n = 0
 
     def put_one(self, value: bytes) -> None:
-        with self.env.begin(write=True) as txn:
-            txn.put(b"%016d" % self.n, value)
+        self.put(b"%016d" % self.n, value)
         self.n += 1
+
+    def put(self, key: bytes, value: bytes) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(key, value)
 
     def close(self) -> None:
         self.env.close()
@@ -57,9 +60,9 @@ def raw_two_commit_latency(directory: str, rate: float, seconds: float) -> list[
         for i in range(n):
             intended = start + i / rate
             time.sleep(max(0.0, intended - time.monotonic()))
-            raw.put_one(b"x" * 200)       # submit
-            raw.n -= 1
-            raw.put_one(b"y" * 200)       # claim: the same record rewritten
+            key = b"%016d" % i
+            raw.put(key, b"x" * 200)      # submit
+            raw.put(key, b"y" * 200)      # claim: the same record rewritten
             lat.append(time.monotonic() - intended)
     finally:
         raw.close()

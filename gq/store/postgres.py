@@ -52,6 +52,7 @@ from psycopg_pool import ConnectionPool
 
 from gq._core import states as S
 from gq._core.codec import JobRecord
+from gq._core.plan import all_plain
 from gq.claims import ClaimQuota
 from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
                        CRASH_QUARANTINE_DEFAULT)
@@ -809,8 +810,7 @@ class _SubmitOp:
     def __call__(self, tx: _Tx) -> list[str]:
         specs = self.specs
         results: list = [None] * len(specs)
-        if self.max_depth is None and all(s.id is None and not s.key and not s.depends_on
-                                          for s in specs):
+        if self.max_depth is None and all_plain(specs):
             # plain jobs (the common case): nothing to check, each one scheduled
             planned, now = tx.planned, self.now
             for i, spec in enumerate(specs):
