@@ -45,19 +45,21 @@ class RawLMDB:
         self.env.close()
 
 
-def raw_two_commit_latency(directory: str, rate: float, seconds: float) -> list[float]:
+def raw_two_commit_latency(directory: str, rate: float, seconds: float,
+                           warmup_s: float = 0.0) -> list[float]:
     """The floor for submit-to-start with plain py-lmdb: at each job's intended time
     (a steady `rate`), one synced commit that stores it and a second that claims
     it, one job after another in one thread, as a store with one writer and no
-    group commit would. Returns each job's latency from its intended time (s)."""
+    group commit would. Returns each job's latency from its intended time (s),
+    after `warmup_s` of uncounted jobs at the same rate."""
     directory = os.path.join(directory, f"raw-two-commits-{rate:g}")
     os.makedirs(directory, exist_ok=True)
     raw = RawLMDB(directory)
-    n = int(rate * seconds)
+    n, warmup = int(rate * seconds), int(rate * warmup_s)
     lat = []
     try:
         start = time.monotonic() + 0.1
-        for i in range(n):
+        for i in range(warmup + n):
             intended = start + i / rate
             time.sleep(max(0.0, intended - time.monotonic()))
             key = b"%016d" % i
@@ -66,7 +68,7 @@ def raw_two_commit_latency(directory: str, rate: float, seconds: float) -> list[
             lat.append(time.monotonic() - intended)
     finally:
         raw.close()
-    return lat
+    return lat[warmup:]
 
 
 def bench_args(description: str, argv=None):

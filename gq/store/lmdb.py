@@ -14,8 +14,12 @@ every index under its own key prefix (gq.store.keys):
 
 The code names the logical tables (`db["ready"]`, ...); they map to `index`.
 
-Opened the only way a committed transaction survives power loss: sync and
-metasync on, writemap off (writemap would turn a full disk into SIGBUS).
+Every commit is durable before anyone is told it happened: LMDB writes and
+syncs the data pages, writes the meta page, then the store syncs the file
+(`durable_commit`). The meta page's sync is ours rather than LMDB's
+(metasync off) so that it runs after LMDB's writer lock is released: another
+process's commit overlaps it instead of queueing behind two flushes. writemap
+stays off (it would turn a full disk into SIGBUS).
 LMDB must be opened once per process, so stores are shared per (process, path).
 """
 
@@ -386,7 +390,7 @@ class LMDBStore(BreakerProbes):
         except BaseException:
             txn.abort()   # explicitly: a traceback must not keep the writer lock alive
             raise
-        txn.commit()
+        durable_commit(env, txn)
 
     def _prepare_in(self, txn) -> None:
         env = self._env
@@ -522,7 +526,8 @@ class LMDBStore(BreakerProbes):
         return self._env
 
     def _commit(self, ops) -> None:
-        txn = self._live_env().begin(write=True)
+        env = self._live_env()
+        txn = env.begin(write=True)
         try:
             batch = Batch(self, txn)
             apply_ops(batch, ops)
@@ -530,9 +535,13 @@ class LMDBStore(BreakerProbes):
         except BaseException:
             txn.abort()
             raise
-        txn.commit()   # sync=True: returns after the data and meta pages are on disk
+        txn.commit()   # pages synced, meta page written: visible, not yet durable
         if batch.ring:
+            # Wake the workers before the meta page's sync, so their claims overlap
+            # it: a claim's own commit syncs this meta page before it can be
+            # durable, and a worker starts a job only once its claim is durable.
             self.doorbell.ring()
+        env.sync(True)   # see durable_commit: now it survives power loss
         for fn in batch.after_commit:
             fn()
 
@@ -1297,6 +1306,20 @@ def _promote_due(now, limit, b: Batch) -> int:
 
 # -- one environment per (process, path) --------------------------------------
 
+def durable_commit(env, txn) -> None:
+    """Commit `txn` and return once it survives power loss.
+
+    LMDB (sync on, metasync off) writes the transaction's pages, syncs them, then
+    writes the meta page that makes them current and releases its writer lock;
+    the sync here puts that meta page on disk. A crash before it returns undoes
+    at most this transaction, which nobody has been told of yet (LMDB keeps the
+    previous meta page's tree intact for exactly that). Same two flushes as
+    metasync on, but the second is outside the lock, where another process's
+    commit runs beside it (submitter and worker processes share one lock)."""
+    txn.commit()
+    env.sync(True)
+
+
 def _open_env(path: str, map_size: int):
     if os.path.exists(path) and not os.path.isdir(path):
         raise DataDirError(f"data dir {path} is a file, not a directory")
@@ -1309,7 +1332,7 @@ def _open_env(path: str, map_size: int):
                            "permissions); gq needs to write its lock and data files there")
     try:
         return lmdb.open(path, map_size=map_size, max_dbs=len(TABLES) + 2,
-                         max_readers=MAX_READERS, sync=True, metasync=True,
+                         max_readers=MAX_READERS, sync=True, metasync=False,
                          writemap=False, map_async=False, readahead=False, subdir=True)
     except lmdb.Error as e:
         text = str(e)
