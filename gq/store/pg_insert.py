@@ -21,16 +21,10 @@ setting never outlives the statement that counted.
 
 from __future__ import annotations
 
-import struct
-from functools import lru_cache
-from itertools import chain, repeat
-
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-from gq._core import states as S
-
-SEP = chr(31)         # joins dependency ids for unnest (ids never hold control chars)
+from gq._core.pgarrays import pack_new_jobs
 
 # A job's id when its submitter named none: the store's tag and its seq in hex,
 # at least 12 digits (as f"{tag}-{seq:012x}" would be).
@@ -64,18 +58,9 @@ def insert_planned(cur, planned, tag: str, alone: str | None = None) -> bool:
     `cur`, set each one's id and its callers' results. `alone`: the statement is
     its transaction (autocommit); it counts its jobs and, if one is ready,
     notifies the channel `alone` names. Returns whether a job is ready."""
-    specs = [p.spec for p in planned]
-    due = [p.state == S.SCHEDULED and s.run_at <= p.now for p, s in zip(planned, specs)]
-    ring = True in due
-    params = {
-        "i": _texts([p.id for p in planned]), "t": _texts([s.type for s in specs]),
-        "s": _INT2([p.state for p in planned]), "p": _INT4([s.priority for s in specs]),
-        "m": _INT4([s.max_attempts for s in specs]), "r": _BOOL(due),
-        "c": _FLOAT8([p.now for p in planned]), "ra": _FLOAT8([s.run_at for s in specs]),
-        "tm": _FLOAT8([s.timeout for s in specs]), "lt": _FLOAT8([s.lifetime for s in specs]),
-        "pl": _bytes([s.payload for s in specs]),
-        "d": _texts([SEP.join(s.depends_on) for s in specs], empty=""),
-        "k": _texts([s.key for s in specs], empty=""), "tag": tag}
+    *columns, ring = pack_new_jobs(planned)
+    params = {name: cls(data) for (name, cls), data in zip(_COLUMNS, columns)}
+    params["tag"] = tag
     if alone is None:
         query = INSERT
     elif ring:
@@ -91,20 +76,12 @@ def insert_planned(cur, planned, tag: str, alone: str | None = None) -> bool:
     return ring
 
 
-# -- the arrays, packed here in PostgreSQL's binary array format --------------------
+# -- the arrays: packed by gq._core.pgarrays (the format is described there) --------
 #
-# psycopg dumps a list parameter element by element in Python (~0.3 us each: a
-# batch of 64 jobs, 13 arrays, spent ~140 us there); struct packs a whole array
-# in one call. Header: ndim, has-nulls flag, element type oid, then length and
-# lower bound of the one dimension; then each element as int32 length + bytes
-# (length -1: NULL). A column whose every element is NULL (or `empty`) goes as
-# an empty array: unnest pads a shorter array with NULLs.
-
-_HEAD = struct.Struct(">iiIii")
-_EMPTY_HEAD = struct.Struct(">iiI")
-_LENGTH = struct.Struct(">i").pack
-_NULL = _LENGTH(-1)
-
+# psycopg would dump a list parameter element by element in Python (~0.3 us each:
+# a batch of 64 jobs, 13 arrays, spent ~140 us there); struct.pack of each whole
+# array took ~80 us a batch; the compiled packer ~7 us. These classes carry the
+# packed bytes and tell psycopg each array's type oid.
 
 class PackedArray:
     """An array parameter already in binary form; `oid` is its array type's."""
@@ -139,53 +116,14 @@ TextArray = _array_type("TextArray", 1009, 25)
 ByteaArray = _array_type("ByteaArray", 1001, 17)
 PACKED = (Int2Array, Int4Array, Float8Array, BoolArray, TextArray, ByteaArray)
 
+# The INSERT's parameters, in the order gq._core.pgarrays.pack_new_jobs packs them.
+_COLUMNS = (("i", TextArray), ("t", TextArray), ("s", Int2Array), ("p", Int4Array),
+            ("m", Int4Array), ("r", BoolArray), ("c", Float8Array), ("ra", Float8Array),
+            ("tm", Float8Array), ("lt", Float8Array), ("pl", ByteaArray), ("d", TextArray),
+            ("k", TextArray))
+
 
 def register(conn) -> None:
     """Let `conn` send the packed arrays (once per session)."""
     for cls in PACKED:
         conn.adapters.register_dumper(cls, PackedArrayDumper)
-
-
-@lru_cache(maxsize=128)
-def _elements(code: str, n: int) -> struct.Struct:
-    return struct.Struct(">" + ("i" + code) * n)
-
-
-def _fixed(cls, code: str, size: int):
-    """A packer of non-NULL fixed-size values (struct `code`, `size` bytes)."""
-    elem_oid = cls.elem_oid
-
-    def pack(values: list):
-        n = len(values)
-        return cls(_HEAD.pack(1, 0, elem_oid, n, 1) + _elements(code, n).pack(
-            *chain.from_iterable(zip(repeat(size, n), values))))
-    return pack
-
-
-_INT2 = _fixed(Int2Array, "h", 2)
-_INT4 = _fixed(Int4Array, "i", 4)
-_FLOAT8 = _fixed(Float8Array, "d", 8)
-_BOOL = _fixed(BoolArray, "?", 1)
-
-
-def _varlen(cls, items: list, empty=None):
-    """bytes (or None: NULL) elements; all of them None or `empty`: an empty array."""
-    if items.count(empty) == len(items):
-        return cls(_EMPTY_HEAD.pack(0, 0, cls.elem_oid))
-    n = len(items)
-    if None in items:
-        body = b"".join(_NULL if b is None else _LENGTH(len(b)) + b for b in items)
-        return cls(_HEAD.pack(1, 1, cls.elem_oid, n, 1) + body)
-    return cls(b"".join((_HEAD.pack(1, 0, cls.elem_oid, n, 1),
-                         *chain.from_iterable(zip(map(_LENGTH, map(len, items)), items)))))
-
-
-def _texts(items: list, empty=None):
-    """str (or None) elements, sent UTF-8 (the writer sessions' client encoding)."""
-    if items.count(empty) == len(items):
-        return TextArray(_EMPTY_HEAD.pack(0, 0, 25))
-    return _varlen(TextArray, [None if x is None else x.encode() for x in items])
-
-
-def _bytes(items: list):
-    return _varlen(ByteaArray, items)
