@@ -135,6 +135,9 @@ class Worker:
         self._paused_by_operator: frozenset[str] = frozenset()
         self._paused_by_limit: set[str] = set()
         self._stopping = False
+        self._announced: asyncio.Task | None = None   # logs "Graceful shutdown initiated"
+        self._claims = 0                              # claims sent, not yet answered
+        self._claims_settled: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pool = DaemonThreadPool(name="gq-handler")
@@ -180,6 +183,8 @@ class Worker:
         """Serve inside an existing event loop until `stop()` (or a signal)."""
         self._loop = loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._claims_settled = asyncio.Event()
+        self._claims_settled.set()
         if self.http is not None:
             from gq.http import serve_worker_http
             self._http_server = await serve_worker_http(self)
@@ -219,6 +224,8 @@ class Worker:
             heartbeat.cancel()
             if periodic is not None:
                 periodic.cancel()
+            if self._announced is not None:
+                self._announced.cancel()   # done already, unless serve() failed
             self._recorder.flush(0, force=True)
             if self._http_server is not None:
                 await self._http_server.stop()
@@ -248,9 +255,27 @@ class Worker:
     def _begin_shutdown(self) -> None:
         if not self._stopping:
             self._stopping = True
-            log.info("Graceful shutdown initiated")
+            self._announced = self._loop.create_task(self._announce_shutdown())
         if self._wake is not None:
             self._wake.set()
+
+    async def _announce_shutdown(self) -> None:
+        """Say "Graceful shutdown initiated" once no claim is in flight. A claim
+        already sent still takes jobs when it runs (on PostgreSQL the database
+        picks them then): after this line, nothing submitted is started here."""
+        await self._claims_settled.wait()
+        log.info("Graceful shutdown initiated")
+
+    async def _claiming(self, write):
+        """Await `write`, a store write that claims jobs, counted as in flight."""
+        self._claims += 1
+        self._claims_settled.clear()
+        try:
+            return await write
+        finally:
+            self._claims -= 1
+            if not self._claims:
+                self._claims_settled.set()
 
     @staticmethod
     def _idle_timeout(next_due: float | None) -> float:
@@ -291,10 +316,9 @@ class Worker:
         else:
             visibility = self.queue.config.visibility_timeout
             try:
-                claimed = await store.aclaim(self._claim_args(candidates),
-                                             owner=self.instance_id,
-                                             lease_deadline=time.monotonic() + visibility,
-                                             now=time.time())
+                claimed = await self._claiming(store.aclaim(
+                    self._claim_args(candidates), owner=self.instance_id,
+                    lease_deadline=time.monotonic() + visibility, now=time.time()))
             except GQError as e:      # the store failed: keep serving, try again later
                 log.error("claim failed: %s", e)
                 self._unpick(candidates)
@@ -443,10 +467,11 @@ class Worker:
         store = self.queue.store
         finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
         try:
-            refused, claimed = await store.afinish_many_and_claim(
+            write = store.afinish_many_and_claim(
                 finishes, owner=self.instance_id, now=time.time(),
                 candidates=self._claim_args(candidates),
                 lease_deadline=time.monotonic() + self.queue.config.visibility_timeout)
+            refused, claimed = await (self._claiming(write) if candidates else write)
         except PersistenceError as e:
             log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
                       len(batch), e, OUTCOME_RETRY_DELAY)
@@ -657,6 +682,8 @@ class Worker:
 
     # -- graceful drain ---------------------------------------------------------------
     async def _drain(self) -> None:
+        if self._announced is not None:
+            await self._announced
         if not self._running:
             return
         log.info("Waiting for %d jobs to complete", len(self._running))

@@ -5,8 +5,11 @@ nothing new, and after --shutdown-timeout leaves unfinished jobs `running`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -115,3 +118,41 @@ def test_job_interrupted_by_shutdown_timeout_is_rerun_after_restart(q, markers,
     assert job.attempts == 2
     assert os.path.exists(marker_path(markers, jid, "started.2"))
     assert second.terminate() == 0
+
+
+def test_shutdown_is_announced_once_no_claim_is_in_flight(make_queue, start_worker, caplog):
+    """A claim sent before the stop still takes jobs when it runs (on PostgreSQL
+    the database picks them then). "Graceful shutdown initiated" waits for it, so
+    a job submitted after that line is never started by this worker. The claim
+    is held at a gate (the real store's claim, delayed) to make the race certain."""
+    q = make_queue()
+    started = []
+
+    @q.handler("t")
+    async def t(job):
+        started.append(job.payload)
+
+    gate, entered = threading.Event(), threading.Event()
+    real_claim = q.store.aclaim
+
+    async def gated_claim(*args, **kwargs):
+        entered.set()
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)
+        return await real_claim(*args, **kwargs)
+    q.store.aclaim = gated_claim
+
+    caplog.set_level(logging.INFO, logger="gq")
+    w = start_worker(q, concurrency=4)
+    first = q.submit("t", "first")
+    assert entered.wait(10), "the worker never claimed"
+    w.worker.stop()
+    time.sleep(0.3)
+    assert "Graceful shutdown initiated" not in caplog.text   # the claim is in flight
+    gate.set()
+    wait_until(lambda: "Graceful shutdown initiated" in caplog.text, 10,
+               what="the shutdown log line")
+    late = q.submit("t", "late")
+    w.stop(timeout=15)
+    assert q.get(first).state is gq.State.COMPLETED and started == ["first"]
+    late_job = q.get(late)
+    assert late_job.state is gq.State.SCHEDULED and late_job.attempts == 0
