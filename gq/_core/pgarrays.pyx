@@ -31,7 +31,7 @@ cdef enum:
     HEAD = 20          # ndim, has-nulls, oid, length, lower bound
     EMPTY_HEAD = 12    # ndim 0, has-nulls, oid
 
-DEF SEP = "\x1f"       # joins dependency ids (ids never hold control characters)
+cdef str SEP = "\x1f"   # joins dependency ids (ids never hold control characters)
 
 
 cdef inline void _be32(char *p, uint32_t v) noexcept:
@@ -79,12 +79,11 @@ cdef bytes _varlen(list items, uint32_t oid, bint empty_is_absent):
     cdef bint has_nulls = False, any_value = False
     cdef const char *data
     cdef object item
-    cdef list views = [None] * n     # keeps each element's (pointer source) alive
-    cdef Py_ssize_t *lengths
-    cdef bytes out
+    cdef list views = [None] * n     # each element, held until it is copied
     cdef char *p
-    out = PyBytes_FromStringAndSize(NULL, n * sizeof(Py_ssize_t))
-    lengths = <Py_ssize_t *>PyBytes_AS_STRING(out)
+    # scratch space for the lengths (-1: NULL), freed with this bytes object
+    cdef bytes scratch = PyBytes_FromStringAndSize(NULL, n * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *lengths = <Py_ssize_t *>PyBytes_AS_STRING(scratch)
     for i in range(n):
         item = items[i]
         if item is None:

@@ -104,16 +104,17 @@ class PackedArrayDumper(Dumper):
         return obj.data
 
 
-def _array_type(name: str, oid: int, elem_oid: int):
-    return type(name, (PackedArray,), {"__slots__": (), "oid": oid, "elem_oid": elem_oid})
+def _array_type(name: str, oid: int):
+    return type(name, (PackedArray,), {"__slots__": (), "oid": oid})
 
 
-Int2Array = _array_type("Int2Array", 1005, 21)
-Int4Array = _array_type("Int4Array", 1007, 23)
-Float8Array = _array_type("Float8Array", 1022, 701)
-BoolArray = _array_type("BoolArray", 1000, 16)
-TextArray = _array_type("TextArray", 1009, 25)
-ByteaArray = _array_type("ByteaArray", 1001, 17)
+# array type oids (their element types' oids are in gq._core.pgarrays)
+Int2Array = _array_type("Int2Array", 1005)
+Int4Array = _array_type("Int4Array", 1007)
+Float8Array = _array_type("Float8Array", 1022)
+BoolArray = _array_type("BoolArray", 1000)
+TextArray = _array_type("TextArray", 1009)
+ByteaArray = _array_type("ByteaArray", 1001)
 PACKED = (Int2Array, Int4Array, Float8Array, BoolArray, TextArray, ByteaArray)
 
 # The INSERT's parameters, in the order gq._core.pgarrays.pack_new_jobs packs them.
