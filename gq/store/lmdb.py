@@ -535,13 +535,10 @@ class LMDBStore(BreakerProbes):
         except BaseException:
             txn.abort()
             raise
-        txn.commit()   # pages synced, meta page written: visible, not yet durable
-        if batch.ring:
-            # Wake the workers before the meta page's sync, so their claims overlap
-            # it: a claim's own commit syncs this meta page before it can be
-            # durable, and a worker starts a job only once its claim is durable.
-            self.doorbell.ring()
-        env.sync(True)   # see durable_commit: now it survives power loss
+        # The workers are woken before the meta page's sync, so their claims
+        # overlap it: a claim's own commit syncs this meta page before it can be
+        # durable, and a worker starts a job only once its claim is durable.
+        durable_commit(env, txn, visible=self.doorbell.ring if batch.ring else None)
         for fn in batch.after_commit:
             fn()
 
@@ -1306,8 +1303,9 @@ def _promote_due(now, limit, b: Batch) -> int:
 
 # -- one environment per (process, path) --------------------------------------
 
-def durable_commit(env, txn) -> None:
-    """Commit `txn` and return once it survives power loss.
+def durable_commit(env, txn, visible=None) -> None:
+    """Commit `txn` and return once it survives power loss; `visible()`, if
+    given, runs in between: the commit is seen by every process, not yet durable.
 
     LMDB (sync on, metasync off) writes the transaction's pages, syncs them, then
     writes the meta page that makes them current and releases its writer lock;
@@ -1317,6 +1315,8 @@ def durable_commit(env, txn) -> None:
     metasync on, but the second is outside the lock, where another process's
     commit runs beside it (submitter and worker processes share one lock)."""
     txn.commit()
+    if visible is not None:
+        visible()
     env.sync(True)
 
 
