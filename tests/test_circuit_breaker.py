@@ -21,6 +21,7 @@ import gq
 from gq import metrics
 from gq.errors import PersistenceError
 from gq.store import lmdb as lmdb_store
+from lmdb_wrapping import WrappedEnv
 
 COOLDOWN = 0.3
 
@@ -85,21 +86,15 @@ class FaultyTxn:
         return self._txn.commit()
 
 
-class FaultyEnv:
+class FaultyEnv(WrappedEnv):
     """A real lmdb.Environment whose write commits fail as `plan` says."""
 
     def __init__(self, env, plan):
-        self._env, self._plan = env, plan
+        super().__init__(env)
+        self._plan = plan
 
-    def __getattr__(self, name):
-        return getattr(self._env, name)
-
-    def begin(self, write=False, **kw):
-        txn = self._env.begin(write=write, **kw)
-        return FaultyTxn(txn, self._plan) if write else txn
-
-    def open_db(self, *args, txn=None, **kw):
-        return self._env.open_db(*args, txn=getattr(txn, "_txn", txn), **kw)
+    def wrap_txn(self, txn):
+        return FaultyTxn(txn, self._plan)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import gq
 from gq import metrics
 from gq.errors import PersistenceError
 from gq.store import lmdb as lmdb_store
+from lmdb_wrapping import WrappedEnv
 
 
 class Recorder:
@@ -39,19 +40,13 @@ class RecordingTxn:
         self._rec.events.append("commit")
 
 
-class RecordingEnv:
+class RecordingEnv(WrappedEnv):
     def __init__(self, env, rec):
-        self._env, self._rec = env, rec
+        super().__init__(env)
+        self._rec = rec
 
-    def __getattr__(self, name):
-        return getattr(self._env, name)
-
-    def begin(self, write=False, **kw):
-        txn = self._env.begin(write=write, **kw)
-        return RecordingTxn(txn, self._rec) if write else txn
-
-    def open_db(self, *args, txn=None, **kw):
-        return self._env.open_db(*args, txn=getattr(txn, "_txn", txn), **kw)
+    def wrap_txn(self, txn):
+        return RecordingTxn(txn, self._rec)
 
     def sync(self, force=False):
         if self._rec.fail_syncs > 0:
