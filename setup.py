@@ -9,7 +9,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("GQ_DEBUG", "") not in ("", "0")
-MODULES = ["states", "seq", "codec", "heap", "plan", "feed", "pgarrays"]
+MODULES = ["states", "seq", "codec", "heap", "plan", "feed", "pgarrays", "plainjson"]
 
 directives = {"language_level": 3, "embedsignature": True}
 macros = []

@@ -75,7 +75,9 @@ def _read_payload(text: str | None):
 
 def cmd_submit(args) -> int:
     payload = _read_payload(args.payload)
-    with _open(args, create=True) as q:
+    # --app: that queue's handlers check the payload (validate=) before it is stored
+    queue = _app_queue(args, args.app, "--app") if args.app else _open(args, create=True)
+    with queue as q:
         jid = q.submit(args.type, payload, priority=args.priority, delay=args.delay,
                        run_at=_parse_run_at(args.run_at), depends_on=args.depends_on or None,
                        key=args.key, id=args.id,
@@ -252,7 +254,7 @@ def cmd_resume(args) -> int:
     return 0
 
 
-def load_queue(target: str):
+def load_queue(target: str, what: str = "worker target"):
     """Import `module:attribute` and return the Queue it names."""
     import importlib
 
@@ -260,7 +262,7 @@ def load_queue(target: str):
 
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
-        raise GQError(f"worker target {target!r} must look like MODULE:QUEUE, "
+        raise GQError(f"{what} {target!r} must look like MODULE:QUEUE, "
                       "e.g. myapp.tasks:queue")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())   # like `python -m`: the current dir is importable
@@ -276,6 +278,16 @@ def load_queue(target: str):
     return queue
 
 
+def _app_queue(args, target: str, what: str = "worker target"):
+    """The Queue `target` names; a --data naming another store is an error."""
+    queue = load_queue(target, what)
+    if args.data_named and os.path.realpath(args.data) != os.path.realpath(queue.path):
+        raise GQError(f"--data {args.data} names another data dir than {target}, "
+                      f"which stores its jobs in {queue.path}; drop --data or point the "
+                      "queue there")
+    return queue
+
+
 def cmd_worker(args) -> int:
     import logging
 
@@ -284,12 +296,7 @@ def cmd_worker(args) -> int:
     from gq.store import opening
 
     configure_logging(args.log_format, args.log_level)
-    queue = load_queue(args.target)
-    named = "--data" in args.explicit
-    if named and os.path.realpath(args.data) != os.path.realpath(queue.path):
-        raise GQError(f"--data {args.data} names another data dir than {args.target}, "
-                      f"which stores its jobs in {queue.path}; drop --data or point the "
-                      "queue there")
+    queue = _app_queue(args, args.target)
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
                        shutdown_timeout=args.shutdown_timeout, http=args.http,
                        http_token=args.token or None)
@@ -352,19 +359,30 @@ def cmd_demo(args) -> int:
                     as_json=args.json)
 
 
+DATA_HELP = "data dir or postgresql:// URL (default: $GQ_DATA or ./gq-data)"
+JSON_HELP = "print JSON instead of a table (for scripts)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # --data and --json go before the command's name (`gq --data D stats`, as in
+    # git and docker) or after it. After it they are SUPPRESSed when absent, so
+    # the command's parser cannot overwrite a value given before it (main()
+    # merges the two).
     data_opt = argparse.ArgumentParser(add_help=False)
-    data_opt.add_argument("--data", default=os.environ.get("GQ_DATA", "./gq-data"),
-                          metavar="DIR",
-                          help="data dir or postgresql:// URL (default: $GQ_DATA or ./gq-data)")
+    data_opt.add_argument("--data", default=argparse.SUPPRESS, metavar="DIR",
+                          help=DATA_HELP)
     common = argparse.ArgumentParser(add_help=False, parents=[data_opt])
-    common.add_argument("--json", action="store_true",
-                        help="print JSON instead of a table (for scripts)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help=JSON_HELP)
+    common.set_defaults(prints_data=True)     # the commands that take --json
 
     parser = _Parser(
         prog="gq", description="GopherQueue: a durable priority job queue in your process.",
-        epilog="Every command takes --data DIR (or GQ_DATA). `gq COMMAND --help` "
-        "describes one command. Start with `gq demo`.")
+        epilog="--data DIR (or GQ_DATA) and --json go before or after the command's "
+        "name. `gq COMMAND --help` describes one command. Start with `gq demo`.")
+    parser.add_argument("--data", dest="data_before", metavar="DIR", help=DATA_HELP)
+    parser.add_argument("--json", dest="json_before", action="store_true",
+                        help=JSON_HELP + ", for the commands that print data")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -424,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "unfinished, submitting it again prints that job's id and stores "
                    "nothing")
     p.add_argument("--id", help="caller-chosen job id (unique)")
+    p.add_argument("--app", metavar="MODULE:QUEUE",
+                   help="submit through this queue (as `gq worker` names it), so the "
+                   "validate= of its handler for TYPE checks the payload first and a "
+                   "bad one is refused; without it the worker checks before running")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("inspect", parents=[common], help="show one job",
@@ -499,6 +521,23 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+def _merge_global_options(parser, args) -> None:
+    """One --data and one --json, wherever they were given: before the command's
+    name, after it, or (the same value) both."""
+    after = getattr(args, "data", None)
+    if args.data_before is not None and after is not None and \
+            os.path.realpath(args.data_before) != os.path.realpath(after):
+        parser.error(f"--data is given twice with different values ({args.data_before} "
+                     f"before {args.command}, {after} after it); give it once")
+    given = after if after is not None else args.data_before
+    args.data_named = given is not None     # on the command line, not from GQ_DATA
+    args.data_given = args.data_named or "GQ_DATA" in os.environ
+    args.data = given if given is not None else os.environ.get("GQ_DATA", "./gq-data")
+    if args.json_before and not getattr(args, "prints_data", False):
+        parser.error(f"--json does not apply to `gq {args.command}`, which prints no data")
+    args.json = getattr(args, "json", False) or args.json_before
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -506,9 +545,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     args = parser.parse_args(argv)
-    args.explicit = {"--data"} if any(a == "--data" or a.startswith("--data=")
-                                      for a in argv) else set()
-    args.data_given = bool(args.explicit) or "GQ_DATA" in os.environ
+    _merge_global_options(parser, args)
     try:
         return args.func(args)
     except GQError as e:

@@ -37,5 +37,21 @@ class HandlerSpec:
         self.lifetime = check_duration("lifetime", lifetime)
         self.validate = validate
 
+    def validation_problem(self, payload) -> str | None:
+        """What the handler's `validate=` found wrong with `payload`, or None.
+        It fails by raising (any exception) or by returning False. Asked at
+        submit in every process that registered this handler, and again by the
+        worker before it runs the job (for jobs submitted elsewhere)."""
+        if self.validate is None:
+            return None
+        try:
+            verdict = self.validate(payload)
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        if verdict is False:
+            name = getattr(self.validate, "__qualname__", repr(self.validate))
+            return f"{name} returned False"
+        return None
+
     def __repr__(self) -> str:
         return f"<HandlerSpec {self.type!r} -> {getattr(self.fn, '__qualname__', self.fn)}>"

@@ -75,6 +75,7 @@ class Queue:
                          depends_on=depends_on, key=key, id=id, max_attempts=max_attempts,
                          timeout=timeout, lifetime=lifetime,
                          max_payload_bytes=self.config.max_payload_bytes, now=now)
+        self._validate(spec.type, payload)
         self._apply_lifetime(spec)
         job_id = store.submit([spec], max_depth=self.config.max_depth, now=now,
                               key_window=self.config.idempotency_window)[0]
@@ -91,6 +92,8 @@ class Queue:
         if spec is None:
             spec = make_spec(type, payload, max_payload_bytes=self.config.max_payload_bytes,
                              now=now, **job)
+        if self.handlers:
+            self._validate(spec.type, payload)
         self._apply_lifetime(spec)
         job_id = (await store.asubmit([spec], max_depth=self.config.max_depth, now=now,
                                       key_window=self.config.idempotency_window))[0]
@@ -153,10 +156,23 @@ class Queue:
                 e.args = (f"job #{n} of the batch: {e}",) + e.args[1:]
                 raise
         check_batch(specs)
+        if self.handlers:
+            for n, spec in enumerate(specs):
+                self._validate(spec.type, jobs[n].get("payload"), f"job #{n} of the batch: ")
         if self.config.lifetime or any(h.lifetime for h in self.handlers.values()):
             for spec in specs:
                 self._apply_lifetime(spec)
         return specs, now
+
+    def _validate(self, job_type: str, payload, where: str = "") -> None:
+        """Run the `validate=` of the handler registered here for `job_type`, if
+        any, before anything is stored. A process without that handler (a
+        producer only) submits unchecked; its worker checks before running."""
+        handler = self.handlers.get(job_type)
+        problem = None if handler is None else handler.validation_problem(payload)
+        if problem is not None:
+            raise ValidationError(f"{where}the payload of a {job_type!r} job failed its "
+                                  f"handler's validate=: {problem}; nothing was stored")
 
     def _apply_lifetime(self, spec) -> None:
         """No lifetime of its own: the handler's for its type, else the queue's."""

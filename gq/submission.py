@@ -13,8 +13,7 @@ import re
 import time
 from datetime import datetime
 
-import orjson
-
+from gq import plain_json
 from gq.config import (MAX_ATTEMPTS_LIMIT, MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TYPE_LENGTH,
                        PRIORITY_MAX, PRIORITY_MIN, check_duration, check_positive_int)
 from gq._core.plan import JobSpec
@@ -66,12 +65,13 @@ def check_job_id(job_id) -> str:
 
 
 def encode_payload(job_type: str, payload, max_bytes: int) -> bytes:
+    """The payload as JSON, refused unless it is plain JSON (gq.plain_json) and
+    within `max_bytes`."""
     try:
-        data = orjson.dumps(payload)
-    except (TypeError, orjson.JSONEncodeError) as e:
-        raise ValidationError(
-            f"payload of a {job_type!r} job is not JSON-serialisable: {e}"
-        ) from None
+        data = plain_json.encode(payload)
+    except ValidationError as e:
+        raise ValidationError(f"the payload of a {job_type!r} job is not plain JSON: "
+                              f"{e}") from None
     if len(data) > max_bytes:
         raise PayloadTooLarge(
             f"payload of a {job_type!r} job is {len(data):,} bytes of JSON; the limit is "

@@ -23,7 +23,7 @@ import traceback
 
 import orjson
 
-from gq import observe
+from gq import observe, plain_json
 from gq._core import states as S
 from gq._core.heap import ReadyHeap
 from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
@@ -413,11 +413,13 @@ class Worker:
         try:
             try:
                 job = Job(record, max_attempts)
-                if spec.validate is not None:
-                    spec.validate(job.payload)
-            except Exception as e:
+            except Exception as e:    # a payload that does not decode cannot run
+                problem = f"{type(e).__name__}: {e}"
+            else:
+                problem = spec.validation_problem(job.payload)
+            if problem is not None:
                 outcome = self._failure(record, spec, max_attempts, Category.PERMANENT,
-                                        f"validation failed: {type(e).__name__}: {e}", None)
+                                        f"validation failed: {problem}", None)
             else:
                 began = time.monotonic()
                 outcome = await self._call_handler(running, spec, job, timeout, max_attempts)
@@ -586,11 +588,10 @@ class Worker:
         finally:
             timer.cancel()
         try:
-            return S.COMPLETED, orjson.dumps(value), b"", 0.0
-        except (TypeError, orjson.JSONEncodeError) as e:
+            return S.COMPLETED, plain_json.encode(value, "result"), b"", 0.0
+        except ValidationError as e:   # stored changed is worse than not stored
             return self._failure(record, spec, max_attempts, Category.PERMANENT,
-                                 f"handler returned a value that is not JSON-serialisable: "
-                                 f"{e}", None)
+                                 f"the handler's result is not plain JSON: {e}", None)
 
     def _failure(self, record, spec, max_attempts, category, message, tb):
         """The outcome of a failed attempt: retry later, failed, or dead_letter."""

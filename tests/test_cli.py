@@ -78,7 +78,8 @@ BAD = [
     (["inspect", "nope"], "no job with id 'nope'"),
     (["cancel", "nope"], "no job with id 'nope'"),
     (["retry", "nope"], "no job with id 'nope'"),
-    (["retry", "existing"], "cannot move job 'existing' from 'scheduled'"),
+    (["retry", "existing"], "job 'existing' cannot be retried: only dead_letter jobs can be, "
+                               "and it is scheduled and waits for a free worker"),
     (["retry"], "give either a job ID or --dead-letter"),
     (["retry", "existing", "--dead-letter"], "give either a job ID or --dead-letter"),
     (["retry", "existing", "--type", "t"], "--type goes with --dead-letter"),
@@ -313,3 +314,54 @@ def test_unreachable_postgres_is_one_line():
     """A database driver's multi-line message still makes one line."""
     out = gq("stats", data="postgresql://nobody@127.0.0.1:1/none", check=False)
     assert_one_clear_line(out, "postgresql://")
+
+
+def test_data_and_json_go_before_or_after_the_command(tmp_path):
+    """`gq --data D stats` as in git and docker, `gq stats --data D` as before."""
+    data = str(tmp_path / "d")
+    jid = gq("--data", data, "submit", "t", '{"n": 1}').stdout.strip()
+    assert gq("--data", data, "--json", "inspect", jid).stdout == \
+        gq("inspect", jid, "--data", data, "--json").stdout == \
+        gq("--json", "inspect", jid, "--data", data).stdout == \
+        gq("--data", data, "inspect", jid, "--json", "--data", data).stdout
+    assert json.loads(gq("--json", "--data", data, "stats").stdout)["total"] == 1
+    assert json.loads(gq("stats", "--json", env={**os.environ, "GQ_DATA": data}).stdout)[
+        "total"] == 1
+    # the command line wins over GQ_DATA, in either place
+    other = {**os.environ, "GQ_DATA": str(tmp_path / "elsewhere")}
+    assert jid in gq("--data", data, "list", env=other).stdout
+    assert_one_clear_line(gq("--data", data, "stats", "--data", str(tmp_path / "x"),
+                             check=False), "--data is given twice with different values")
+    assert_one_clear_line(gq("--json", "--data", data, "worker", "m:q", check=False),
+                          "--json does not apply to `gq worker`, which prints no data")
+
+
+def test_submit_through_an_app_runs_its_validator(tmp_path):
+    """`gq submit --app MODULE:QUEUE` checks the payload with the handler's
+    validate= and stores nothing when it fails; without --app (a producer only)
+    the job is stored and the worker checks it before running."""
+    data = tmp_path / "d"
+    (tmp_path / "validated_app.py").write_text(
+        "import gq\n"
+        f"q = gq.Queue({str(data)!r})\n"
+        "def needs_to(payload):\n"
+        "    if 'to' not in payload:\n"
+        "        raise ValueError(\"payload needs 'to'\")\n"
+        "@q.handler('email', validate=needs_to)\n"
+        "def email(job):\n"
+        "    return None\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    ok = gq("submit", "--app", "validated_app:q", "email", '{"to": "a@example.com"}', env=env)
+    bad = gq("submit", "--app", "validated_app:q", "email", '{"subject": "hi"}', env=env,
+             check=False)
+    assert_one_clear_line(bad, "the payload of a 'email' job failed its handler's validate=: "
+                               "ValueError: payload needs 'to'; nothing was stored")
+    stats = json.loads(gq("stats", "--json", data=str(data)).stdout)
+    assert stats["total"] == 1
+    assert json.loads(gq("inspect", ok.stdout.strip(), "--json", data=str(data)).stdout)[
+        "payload"] == {"to": "a@example.com"}
+    gq("submit", "email", '{"subject": "hi"}', data=str(data))   # producer only: stored
+    assert json.loads(gq("stats", "--json", data=str(data)).stdout)["total"] == 2
+    assert_one_clear_line(gq("submit", "--app", "validated_app:q", "email", "{}", "--data",
+                             str(tmp_path / "other"), env=env, check=False),
+                          "names another data dir than validated_app:q")

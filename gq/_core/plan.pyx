@@ -13,6 +13,7 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from gq._core.codec cimport JobRecord
+from gq._core.plainjson cimport is_plain_c
 
 cdef enum:
     PENDING = 0
@@ -219,6 +220,8 @@ cdef JobSpec _plain_spec(object job_type, object payload, long long priority, ob
     cdef bytes data
     if priority < -2147483648 or priority > 2147483647:
         return None
+    if not is_plain_c(payload, 0):
+        return None     # make_spec decides (a str subclass is fine) and words the error
     try:
         data = dumps(payload)
     except Exception:
@@ -251,7 +254,7 @@ def fast_specs(list jobs, dict known_types, object dumps, Py_ssize_t max_payload
     """The compiled fast path of gq.submission for the common job shape.
 
     A job that is a dict with only "type" (already validated: in known_types),
-    "payload" (JSON-serialisable, within max_payload_bytes) and an int
+    "payload" (plain JSON, within max_payload_bytes) and an int
     "priority" becomes a JobSpec here; every other job comes back as None for
     gq.submission.make_spec to check (and to word its error).
     """

@@ -43,14 +43,13 @@ from gq._core.codec import FORMAT_VERSION, JobRecord, decode_record
 from gq._core.feed import push_ready_rows
 from gq._core.plan import all_plain, plan_rows, with_lifetime
 from gq._core.seq import SequenceCounter
-from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition,
-                       JobNotFound, LeaseLost, NotRetriable, PersistenceError, QueueFull,
-                       RecordCorrupted, StorageFull, StoreUnavailable,
+from gq.errors import (DataDirError, DuplicateJobId, GQError, JobNotFound, LeaseLost,
+                       PersistenceError, QueueFull, RecordCorrupted, StorageFull, StoreUnavailable,
                        UnknownDependency, ValidationError)
 from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
                        CRASH_QUARANTINE_DEFAULT)
 from gq.jobs import Category, JobError
-from gq.store import blocking, expiry, occurrences
+from gq.store import blocking, expiry, occurrences, rules
 from gq.metrics import PERSISTENCE_ERRORS
 from gq.store import keys as K
 from gq.store import space
@@ -627,6 +626,7 @@ class LMDBStore(BreakerProbes):
     def cancel(self, job_id, *, now):
         def op(b: Batch):
             rec = b.load_existing(job_id)
+            rules.check_cancel(rec)
             if rec.state == S.RUNNING:
                 b.ring = True   # its worker must stop the handler
             return b.move(rec, S.CANCELLED, now, finished_at=now)
@@ -635,10 +635,7 @@ class LMDBStore(BreakerProbes):
     def retry(self, job_id, *, now):
         def op(b: Batch):
             rec = b.load_existing(job_id)
-            if rec.state == S.FAILED:
-                raise NotRetriable(job_id)
-            if rec.state != S.DEAD_LETTER:
-                raise InvalidTransition(S.STATE_NAMES[rec.state], "scheduled", job_id)
+            rules.check_retry(rec, now)
             return b.move(rec, S.SCHEDULED, now, attempts=0, crashes=0, run_at=0.0,
                           finished_at=0.0)
         return self._write(op)

@@ -56,14 +56,14 @@ from gq._core.plan import all_plain
 from gq.claims import ClaimQuota
 from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
                        CRASH_QUARANTINE_DEFAULT)
-from gq.errors import (DataDirError, DuplicateJobId, GQError, InvalidTransition, JobNotFound,
-                       LeaseLost, NotRetriable, PersistenceError, QueueFull, StorageFull,
+from gq.errors import (DataDirError, DuplicateJobId, GQError, JobNotFound, LeaseLost,
+                       PersistenceError, QueueFull, StorageFull,
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError
 from gq.metrics import PERSISTENCE_ERRORS
 from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.opening import shown
-from gq.store import pg_scheduling
+from gq.store import pg_scheduling, rules
 from gq.store import pg_insert
 from gq.store.pg_insert import insert_planned
 from gq.store.pg_instances import Instances
@@ -571,6 +571,7 @@ class PostgresStore(BreakerProbes):
     def cancel(self, job_id, *, now):
         def op(tx: _Tx):
             rec = tx.load_existing(job_id, lock=True)
+            rules.check_cancel(rec)
             S.check_transition(rec.state, S.CANCELLED, job_id)
             if rec.state == S.RUNNING:
                 tx.ring = True   # its worker must stop the handler
@@ -585,10 +586,7 @@ class PostgresStore(BreakerProbes):
     def retry(self, job_id, *, now):
         def op(tx: _Tx):
             rec = tx.load_existing(job_id, lock=True)
-            if rec.state == S.FAILED:
-                raise NotRetriable(job_id)
-            if rec.state != S.DEAD_LETTER:
-                raise InvalidTransition(S.STATE_NAMES[rec.state], "scheduled", job_id)
+            rules.check_retry(rec, now)
             tx.ring = True
             return to_record(tx.write(
                 f"UPDATE gq_jobs j SET state = 1, ready_seq = nextval('gq_seq'), attempts = 0, "

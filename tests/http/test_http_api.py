@@ -87,6 +87,26 @@ def test_invalid_submits_are_400_with_the_python_message(make_queue, serve, body
     assert r.json == {"error": type(expected).__name__, "message": str(expected)}
 
 
+def test_submit_failing_validate_is_400_and_stores_nothing(make_queue, serve):
+    q = register(make_queue())
+
+    def needs_total(payload):
+        if "total" not in payload:
+            raise ValueError("an invoice needs a 'total'")
+
+    q.handler("invoice", validate=needs_total)(lambda job: None)
+    api = serve(q)
+    before = q.stats()
+    r = api("POST", "/v1/jobs", {"type": "invoice", "payload": {"lines": []}})
+    assert r.status == 400, r
+    assert r.json == {"error": "ValidationError",
+                      "message": "the payload of a 'invoice' job failed its handler's "
+                                 "validate=: ValueError: an invoice needs a 'total'; "
+                                 "nothing was stored"}
+    assert q.stats() == before
+    assert api("POST", "/v1/jobs", {"type": "invoice", "payload": {"total": 5}}).status == 201
+
+
 @pytest.mark.parametrize("raw, words", [
     (b"{not json", "not valid JSON"),
     (b"[1, 2]", "JSON object"),

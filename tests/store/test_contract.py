@@ -162,17 +162,55 @@ class TestTransitions:
     def test_cancel_twice_is_invalid(self, store):
         (job,) = submit(store, spec())
         store.cancel(job, now=time.time())
-        with pytest.raises(InvalidTransition, match="'cancelled' to 'cancelled'"):
+        with pytest.raises(InvalidTransition, match="cannot be cancelled: it is already "
+                           "cancelled"):
             store.cancel(job, now=time.time())
 
     def test_cancel_unknown(self, store):
         with pytest.raises(JobNotFound):
             store.cancel("nope", now=time.time())
 
-    def test_retry_only_from_dead_letter(self, store):
-        (job,) = submit(store, spec())
-        with pytest.raises(InvalidTransition, match="'scheduled' to 'scheduled'"):
-            store.retry(job, now=time.time())
+    def test_retry_refusals_say_what_the_job_is_doing(self, store):
+        """Only dead_letter jobs can be retried; every other state is refused
+        with what the job is doing and what to do instead, and nothing changes."""
+        jobs = in_every_state(store)
+        refusals = {
+            "due": "it is scheduled and waits for a free worker; nothing to do "
+                   "(`gq cancel` stops it)",
+            "later": "it is scheduled to run at 2099-01-01T00:00:00Z; nothing to do "
+                     "(`gq cancel` stops it)",
+            "pending": "it is pending: it runs once its dependencies complete "
+                       f"(`gq inspect {jobs['pending']}` lists what it waits on)",
+            "running": "it is running now (attempt 1); if its worker dies it is "
+                       "rescheduled on its own",
+            "completed": "it completed; to run it again, submit a new job",
+            "cancelled": "it was cancelled; to run it, submit a new job",
+        }
+        before = {name: store.get(job_id) for name, job_id in jobs.items()}
+        for name, because in refusals.items():
+            with pytest.raises(InvalidTransition) as info:
+                store.retry(jobs[name], now=time.time())
+            assert str(info.value) == (f"job {jobs[name]!r} cannot be retried: only "
+                                       f"dead_letter jobs can be, and {because}")
+        with pytest.raises(NotRetriable, match="fix its payload and submit a new job"):
+            store.retry(jobs["failed"], now=time.time())
+        for name, job_id in jobs.items():
+            assert store.get(job_id).state == before[name].state
+        assert store.retry(jobs["dead_letter"], now=time.time()).state == S.SCHEDULED
+
+    def test_cancel_refusals_say_how_the_job_ended(self, store):
+        jobs = in_every_state(store)
+        ended = {"completed": "it already completed", "failed": "it already failed",
+                 "cancelled": "it is already cancelled",
+                 "dead_letter": "it is dead-lettered (`gq retry "
+                                f"{jobs['dead_letter']}` sends it back to scheduled)"}
+        for name, how in ended.items():
+            with pytest.raises(InvalidTransition) as info:
+                store.cancel(jobs[name], now=time.time())
+            assert str(info.value) == f"job {jobs[name]!r} cannot be cancelled: {how}"
+            assert store.get(jobs[name]).state == S.STATE_NAMES.index(name)
+        for name in ("due", "later", "pending", "running"):
+            assert store.cancel(jobs[name], now=time.time()).state == S.CANCELLED
 
     def test_pause_is_persisted(self, open_store):
         store = open_store()
@@ -181,6 +219,32 @@ class TestTransitions:
         store.set_paused("sms", False)
         store.close()
         assert open_store().paused_types() == frozenset({"email"})
+
+
+def in_every_state(store) -> dict[str, str]:
+    """One job in each state (two scheduled: due now, and later), by name."""
+    now = time.time()
+    ids = dict(zip(["due", "later", "blocker", "running", "completed", "failed",
+                    "dead_letter", "cancelled"],
+                   submit(store, spec("t", priority=9), spec("t", run_at=4070908800.0),
+                          *[spec("t", priority=8 - n) for n in range(6)])))
+    ids["pending"] = submit(store, spec("t", depends_on=[ids["blocker"]]))[0]
+    ready = {rec.id: rec for rec in (store.get(job_id) for job_id in ids.values())}
+    order = ["due", "blocker", "running", "completed", "failed", "dead_letter", "cancelled"]
+    claimed = store.claim([(ids[n], ready[ids[n]].ready_seq) for n in order],
+                          owner="w", lease_deadline=time.monotonic() + 60, now=now)
+    assert {rec.id for rec in claimed} == {ids[n] for n in order}
+    for name, state in [("due", S.SCHEDULED), ("blocker", S.SCHEDULED),
+                        ("completed", S.COMPLETED), ("failed", S.FAILED),
+                        ("dead_letter", S.DEAD_LETTER), ("cancelled", S.SCHEDULED)]:
+        store.finish(ids[name], attempt=1, owner="w", state=state, now=now)
+    store.cancel(ids["cancelled"], now=now)
+    del ids["blocker"]
+    states = {name: S.STATE_NAMES[store.get(job_id).state] for name, job_id in ids.items()}
+    assert states == {"due": "scheduled", "later": "scheduled", "pending": "pending",
+                      "running": "running", "completed": "completed", "failed": "failed",
+                      "dead_letter": "dead_letter", "cancelled": "cancelled"}
+    return ids
 
 
 def test_not_retriable_is_an_invalid_transition():

@@ -179,9 +179,12 @@ def test_failing_validate_fails_permanently_without_calling_handler(make_queue,
 
     register(q, kind, "email", lambda job: calls.append(job.payload), validate=check,
              max_attempts=5)
+    with pytest.raises(gq.ValidationError, match="payload needs 'to'"):
+        q.submit("email", {"subject": "hi"})    # refused here: this process has the handler
+    producer = make_queue()                      # a process with no handlers stores it
     start_worker(q)
-    bad = q.submit("email", {"subject": "hi"})
-    good = q.submit("email", {"to": "a@example.com"})
+    bad = producer.submit("email", {"subject": "hi"})
+    good = producer.submit("email", {"to": "a@example.com"})
     job = wait_state(q, bad, "failed")
     assert job.attempts == 1
     assert job.error.category is gq.Category.PERMANENT
@@ -205,7 +208,27 @@ def test_unserialisable_result_fails_permanently(make_queue, start_worker, kind)
     assert job.attempts == 1
     assert job.result is None
     assert job.error.category is gq.Category.PERMANENT
-    assert "not JSON-serialisable" in job.error.message
+    assert job.error.message == ("the handler's result is not plain JSON: "
+                                 'result["tags"] is of type set: send sorted(result["tags"]) '
+                                 'or list(result["tags"])')
+
+
+@pytest.mark.parametrize("result,words", [
+    ({"ratio": float("nan")}, 'result["ratio"] is nan, which JSON cannot hold (it would be '
+                              'stored as null): send None, or a string such as "nan"'),
+    ([1, (2, 3)], "result[1] is of type tuple: send list(result[1]) (a tuple would come "
+                  "back as a list)"),
+])
+def test_a_result_json_would_change_fails_the_job_instead(make_queue, start_worker, kind,
+                                                         result, words):
+    """Stored changed (NaN as null, a tuple as a list) is worse than not stored."""
+    q = make_queue(**FAST_RETRY)
+    register(q, kind, "calc", lambda job: result, max_attempts=5)
+    start_worker(q)
+    job = wait_state(q, q.submit("calc"), "failed")
+    assert job.attempts == 1 and job.result is None
+    assert job.error.category is gq.Category.PERMANENT
+    assert job.error.message == f"the handler's result is not plain JSON: {words}"
 
 
 def test_timeout_then_success(make_queue, start_worker, kind):

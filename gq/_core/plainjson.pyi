@@ -1,0 +1,3 @@
+MAX_DEPTH: int
+
+def is_plain(value: object) -> bool: ...
