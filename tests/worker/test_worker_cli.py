@@ -66,4 +66,5 @@ def test_cli_cancel_of_a_finished_job_is_one_line(data_dir):
         q.cancel(jid)
     out = run_cli("cancel", jid, "--data", data_dir)
     assert out.returncode == 1
-    assert out.stderr.count("\n") == 1 and "cannot be cancelled: it is already cancelled" in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert "cannot be cancelled: it is already cancelled" in out.stderr
