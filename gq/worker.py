@@ -135,9 +135,10 @@ class Worker:
         self._paused_by_operator: frozenset[str] = frozenset()
         self._paused_by_limit: set[str] = set()
         self._stopping = False
-        self._announced: asyncio.Task | None = None   # logs "Graceful shutdown initiated"
         self._claims = 0                              # claims sent, not yet answered
         self._claims_settled: asyncio.Event | None = None
+        self._handing_back: list[asyncio.Task] = []   # claims answered after the stop
+        self._left_running = False    # a hand-back failed: recovery reschedules those
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pool = DaemonThreadPool(name="gq-handler")
@@ -224,12 +225,10 @@ class Worker:
             heartbeat.cancel()
             if periodic is not None:
                 periodic.cancel()
-            if self._announced is not None:
-                self._announced.cancel()   # done already, unless serve() failed
             self._recorder.flush(0, force=True)
             if self._http_server is not None:
                 await self._http_server.stop()
-            liveness.release(leftover=bool(self._running))
+            liveness.release(leftover=bool(self._running) or self._left_running)
             loop.remove_reader(sock.fileno())
             store.doorbell.unlisten(sock)
             if handle_signals:
@@ -255,16 +254,11 @@ class Worker:
     def _begin_shutdown(self) -> None:
         if not self._stopping:
             self._stopping = True
-            self._announced = self._loop.create_task(self._announce_shutdown())
+            # Nothing claimed from here on starts: a claim still in flight hands
+            # its jobs back (_started), so this line is true at once.
+            log.info("Graceful shutdown initiated")
         if self._wake is not None:
             self._wake.set()
-
-    async def _announce_shutdown(self) -> None:
-        """Say "Graceful shutdown initiated" once no claim is in flight. A claim
-        already sent still takes jobs when it runs (on PostgreSQL the database
-        picks them then): after this line, nothing submitted is started here."""
-        await self._claims_settled.wait()
-        log.info("Graceful shutdown initiated")
 
     async def _claiming(self, write):
         """Await `write`, a store write that claims jobs, counted as in flight."""
@@ -506,7 +500,11 @@ class Worker:
 
     def _started(self, candidates, claimed) -> bool:
         """Start what a claim of `candidates` returned; True if some were stale
-        (the heap's that were skipped go back to it, see _hold_back)."""
+        (the heap's that were skipped go back to it, see _hold_back). A claim
+        answered after the stop began hands its jobs back instead."""
+        if self._stopping and claimed:
+            self._handing_back.append(self._loop.create_task(self._hand_back(claimed)))
+            claimed = []
         for record in claimed:
             self._start(record)
         self._recorder.flush(len(self._running))
@@ -515,6 +513,22 @@ class Worker:
             self._hold_back(candidates, claimed)
             return True
         return False
+
+    async def _hand_back(self, records) -> None:
+        """Jobs claimed as the stop began will not run here: back to scheduled
+        with their attempt given back, for the next worker to start."""
+        jobs = [(record.id, record.attempts) for record in records]
+        try:
+            handed = await self.queue.store.ahand_back(jobs, owner=self.instance_id,
+                                                       now=time.time())
+        except GQError as e:
+            self._left_running = True
+            log.error("could not hand back %d jobs claimed as the worker stopped: %s; "
+                      "they stay running and are rescheduled when a worker next starts",
+                      len(jobs), e)
+            return
+        log.info("handed back %d jobs claimed as the worker stopped; they keep their "
+                 "attempts and run on the next worker", len(handed))
 
     def _unpick(self, candidates) -> None:
         """A claim of `candidates` failed: release their quota, back to the heap."""
@@ -683,8 +697,9 @@ class Worker:
 
     # -- graceful drain ---------------------------------------------------------------
     async def _drain(self) -> None:
-        if self._announced is not None:
-            await self._announced
+        await self._claims_settled.wait()     # claims in flight answer (and hand back)
+        if self._handing_back:
+            await asyncio.gather(*self._handing_back)
         if not self._running:
             return
         log.info("Waiting for %d jobs to complete", len(self._running))

@@ -115,6 +115,14 @@ class Store(Protocol):
     # reclaim_other_boot(boot_id, now) -> [(job id, old owner)]: record the
     # machine's boot id; if it replaces another, reclaim every running job.
 
+    def hand_back(self, jobs: Iterable[tuple[str, int]], *, owner: str,
+                  now: float) -> list[str]:
+        """Undo claims that will not run (answered after their worker began to
+        stop): each (id, attempt) still running under `owner` at that attempt ->
+        scheduled, ready at once, attempts back to attempt - 1. Jobs moved
+        meanwhile are left alone. Returns the ids handed back. `ahand_back` is
+        its coroutine twin."""
+
     def close(self) -> None:
         """Finish pending writes and release the store. Idempotent."""
 

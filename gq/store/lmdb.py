@@ -671,6 +671,16 @@ class LMDBStore(BreakerProbes):
         return await self._awrite(functools.partial(_claim, candidates, owner,
                                                     lease_deadline, now))
 
+    def hand_back(self, jobs, *, owner, now):
+        """Undo claims that will not run (a claim answered after the worker began
+        to stop): each (id, attempt) still running under `owner` at that attempt
+        -> scheduled, ready at once, with the attempt given back. Others (cancelled
+        or recovered meanwhile) are left alone. Returns the ids handed back."""
+        return self._write(functools.partial(_hand_back, jobs, owner, now))
+
+    async def ahand_back(self, jobs, *, owner, now):
+        return await self._awrite(functools.partial(_hand_back, jobs, owner, now))
+
     async def afinish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
                       run_at=0.0):
         return await self._awrite(functools.partial(_finish, job_id, attempt, owner, state,
@@ -1136,6 +1146,19 @@ def _claim(candidates, owner, lease_deadline, now, b: Batch):
                               lease_owner=owner, lease_deadline=lease_deadline,
                               started_at=now))
     return claimed
+
+
+def _hand_back(jobs, owner, now, b: Batch):
+    handed = []
+    for job_id, attempt in jobs:
+        rec = b.load(job_id)
+        if rec is None or rec.state != S.RUNNING or rec.attempts != attempt or \
+                rec.lease_owner != owner:
+            continue
+        b.move(rec, S.SCHEDULED, now, attempts=attempt - 1, lease_owner="",
+               lease_deadline=0.0, run_at=0.0)
+        handed.append(job_id)
+    return handed
 
 
 def _finish(job_id, attempt, owner, state, now, result, error, run_at, b: Batch):

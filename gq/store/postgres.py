@@ -613,6 +613,14 @@ class PostgresStore(BreakerProbes):
         return await self._awrite(functools.partial(_claim, candidates, owner,
                                                     lease_deadline, now))
 
+    def hand_back(self, jobs, *, owner, now):
+        """See LMDBStore.hand_back: claims that will not run -> scheduled, the
+        attempt given back."""
+        return self._write(functools.partial(_hand_back, jobs, owner, now))
+
+    async def ahand_back(self, jobs, *, owner, now):
+        return await self._awrite(functools.partial(_hand_back, jobs, owner, now))
+
     def finish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
                run_at=0.0):
         return self._write(functools.partial(_finish_one, job_id, attempt, owner, state,
@@ -953,6 +961,23 @@ def _claim(candidates, owner, lease_deadline, now, tx: _Tx):
         params.update(ids=[c[0] for c in candidates], seqs=[c[1] for c in candidates])
         rows = tx.write(_CLAIM_NAMED, params).fetchall()
     return [to_record(r) for r in rows]
+
+
+def _hand_back(jobs, owner, now, tx: _Tx):
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    S.check_transition(S.RUNNING, S.SCHEDULED)
+    rows = tx.write(
+        f"UPDATE gq_jobs j SET state = {S.SCHEDULED}, attempts = j.attempts - 1, "
+        "ready_seq = nextval('gq_seq'), lease_owner = '', lease_deadline = 0, run_at = 0, "
+        "updated_at = %(now)s FROM unnest(%(ids)s::text[], %(attempts)s::int4[]) "
+        f"AS h(id, attempt) WHERE j.id = h.id AND j.state = {S.RUNNING} "
+        "AND j.attempts = h.attempt AND j.lease_owner = %(owner)s RETURNING j.id",
+        {"now": now, "owner": owner, "ids": [j[0] for j in jobs],
+         "attempts": [j[1] for j in jobs]}).fetchall()
+    tx.ring = tx.ring or bool(rows)
+    return [r[0] for r in rows]
 
 
 def _finish_many(tx: _Tx, finishes, owner, now, records: bool = True):
