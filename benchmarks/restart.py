@@ -37,7 +37,7 @@ HOLD_CONCURRENCY = 64
 WORKER = r"""
 import asyncio, json, sys, time
 spawned, path, mode = float(sys.argv[1]), sys.argv[2], sys.argv[3]
-import gq, gq.worker as W
+import gq, gq.runtime.worker as W
 imported = time.monotonic()
 
 def memory():
@@ -126,7 +126,7 @@ def raw_ready_scan(path: str) -> tuple[float, int]:
     no parsing): the floor for reading the feed. Returns (seconds, rows)."""
     import lmdb
 
-    from gq.store import keys as K
+    from gq.store.lmdb import keys as K
 
     env = lmdb.open(path, max_dbs=16, readonly=True, lock=False)
     try:

@@ -34,6 +34,6 @@ __all__ = [
 def __getattr__(name):
     # The worker pulls in asyncio machinery; submit-only processes never pay for it.
     if name in ("Worker", "Job"):
-        from gq import worker
+        from gq.runtime import worker
         return getattr(worker, name)
     raise AttributeError(f"module 'gq' has no attribute {name!r}")

@@ -8,7 +8,7 @@ check after each submit; workers check on their maintenance tick, so the gauge
 is right in a process that only runs workers.
 
 The hard limit `max_depth` is checked inside the submit's write transaction
-(gq.store.lmdb, _SubmitOp), so concurrent submitters in many processes cannot
+(gq.store.lmdb.store, _SubmitOp), so concurrent submitters in many processes cannot
 pass it together; scheduled jobs that already ran once (retries, reclaims) are
 not counted there, and retries are never refused.
 """

@@ -10,7 +10,7 @@ completions one increment per type, the busy-slot gauges one set.
 
 Labelled children are looked up once per label set and cached (`labels()`
 hashes and locks on every call). `forget_children()` drops the cache;
-gq.metrics_export calls it whenever the metric values move to new storage
+gq.http.metrics_export calls it whenever the metric values move to new storage
 (multi-process mode, after a fork).
 """
 

@@ -50,7 +50,7 @@ class Queue:
         self._store = opening.acquire(self.path, self.config)
         self._closed = False
         self.handlers: dict[str, "HandlerSpec"] = {}
-        self.schedules: list = []    # periodic schedules (gq.periodic), run by workers
+        self.schedules: list = []    # periodic schedules (gq.runtime.periodic), run by workers
         self._depth_watch = DepthWatch(self.config.depth_warning)
 
     # -- submitting -------------------------------------------------------------
@@ -267,7 +267,7 @@ class Queue:
 
     # -- handlers (run by gq.Worker) --------------------------------------------------
     def handler(self, type: str, **options: Any) -> Callable:
-        """Register the function that runs jobs of `type` (see gq.worker)."""
+        """Register the function that runs jobs of `type` (see gq.runtime.worker)."""
         from gq.handlers import HandlerSpec
 
         check_type(type)
@@ -282,9 +282,9 @@ class Queue:
                  tz=None, lifetime: float | None = None, **handler_options: Any) -> Callable:
         """Submit a `type` job at every occurrence of `cron` (e.g. "*/5 * * * *",
         read in `tz`, default UTC) or every `every` seconds; workers serving this
-        queue submit each occurrence exactly once (see gq.periodic). Used as a
+        queue submit each occurrence exactly once (see gq.runtime.periodic). Used as a
         decorator it also registers the function as the handler of `type`."""
-        from gq.periodic import register
+        from gq.runtime.periodic import register
         return register(self, cron, every=every, type=type, payload=payload,
                         priority=priority, name=name, tz=tz, lifetime=lifetime,
                         **handler_options)

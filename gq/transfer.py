@@ -113,7 +113,7 @@ def import_jobs(store, lines: Iterable[bytes]) -> int:
     if hasattr(store, "insert_records"):
         store.insert_records(records, now=now)
     else:
-        from gq.store.lmdb_import import insert_records
+        from gq.store.lmdb.transfer import insert_records
         insert_records(store, records, now=now)
     for job_type in paused:
         store.set_paused(job_type, True)
@@ -123,7 +123,7 @@ def import_jobs(store, lines: Iterable[bytes]) -> int:
 # -- the CLI's subcommands -------------------------------------------------------
 
 def cmd_export(args) -> int:
-    from gq.cli import _open   # refuses a data dir that holds no store (a typo)
+    from gq.cli.main import _open   # refuses a data dir that holds no store (a typo)
 
     with _open(args) as q:
         if args.output in (None, "-"):

@@ -20,7 +20,7 @@ import pytest
 import gq
 from gq import metrics
 from gq.errors import PersistenceError
-from gq.store import lmdb as lmdb_store
+from gq.store.lmdb import store as lmdb_store
 from lmdb_wrapping import WrappedEnv
 
 COOLDOWN = 0.3

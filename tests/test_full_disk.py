@@ -140,7 +140,7 @@ def test_enospc_itself_is_storage_full_and_the_store_recovers(small_tmpfs, monke
     check and the write) LMDB's own ENOSPC comes back as StorageFull, the
     environment is reopened, nothing acknowledged is lost, and the store works
     again once space is freed."""
-    from gq.store import space
+    from gq.store.lmdb import space
     monkeypatch.setattr(space, "refuse_if_short", lambda *args: None)
     data_dir = os.path.join(small_tmpfs, "gq-data")
     acked = {}

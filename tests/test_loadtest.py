@@ -31,7 +31,7 @@ def test_refuses_unbounded_or_non_loopback_runs(argv, problem, capsys):
 
 @pytest.mark.slow
 def test_kill_every_loses_no_acknowledged_job(tmp_path):
-    pytest.importorskip("gq.http")
+    pytest.importorskip("gq.http.server")
     pytest.importorskip("aiohttp")
     import socket
     with socket.socket() as s:

@@ -9,7 +9,7 @@ import time
 
 import gq
 from gq._core import states as S
-from gq.check import check_store
+from gq.store.lmdb.check import check_store
 
 
 def test_purge_removes_only_old_finished_jobs(queue):

@@ -10,7 +10,7 @@ import time
 
 import gq
 from gq.metrics import RECOVERY_JOBS_RECLAIMED, STUCK_JOBS_DETECTED
-from gq.recovery import Liveness, is_alive, reclaim_after_reboot, recover
+from gq.runtime.recovery import Liveness, is_alive, reclaim_after_reboot, recover
 
 
 def claim_as(q, owner):

@@ -186,7 +186,7 @@ class TestBlocked:
 
     @pytest.mark.lmdb_only("gq check reads the LMDB indexes")
     def test_check_is_clean_after_blocking(self, queue):
-        from gq.check import check_store
+        from gq.store.lmdb.check import check_store
         root = queue.submit("t", id="root")
         queue.submit("t", id="d1", depends_on=[root], lifetime=5)
         queue.submit("t", id="d2", depends_on=["d1"])
@@ -330,7 +330,7 @@ class TestDelayed:
 
 
 def test_occurrence_cursor_submits_once_and_skips_history(queue):
-    from gq.periodic import PeriodicScheduler
+    from gq.runtime.periodic import PeriodicScheduler
     queue.periodic(every=60, type="r", payload={"x": 1})
     s1, s2 = PeriodicScheduler(queue), PeriodicScheduler(queue)   # two workers
     t = 6000 * 60.0
@@ -355,7 +355,7 @@ def test_occurrence_cursor_submits_once_and_skips_history(queue):
 def test_blocked_gauge_set_by_the_worker_sweep(queue):
     import asyncio
 
-    from gq import sweeps
+    from gq.runtime import sweeps
     sweeps._blocked_read.clear()   # count now, whatever an earlier store did
     root = queue.submit("t", id="root")
     queue.submit("t", id="d1", depends_on=[root])

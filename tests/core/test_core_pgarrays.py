@@ -22,7 +22,7 @@ COLUMNS = [("text", "id"), ("text", "type"), ("int2", "state"), ("int4", "priori
            ("text", "deps"), ("text", "key")]
 
 
-class Planned:   # the fields of gq.store.postgres._Planned that are packed
+class Planned:   # the fields of gq.store.postgres.store._Planned that are packed
     def __init__(self, spec, state, now):
         self.spec, self.state, self.now, self.id = spec, state, now, spec.id
 
@@ -112,7 +112,7 @@ def test_a_max_attempts_past_int4_is_refused_not_wrapped():
 def test_the_server_reads_back_what_went_in(rng, postgres_url):
     import psycopg
 
-    from gq.store.pg_insert import _COLUMNS, register
+    from gq.store.postgres.insert import _COLUMNS, register
 
     planned = random_batch(rng, 50)
     *columns, _ = pack_new_jobs(planned)

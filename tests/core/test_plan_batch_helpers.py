@@ -8,7 +8,7 @@ from collections import Counter
 from hypothesis import given, strategies as st
 
 from gq._core.plan import all_plain, count_types, with_lifetime
-from gq.store import space
+from gq.store.lmdb import space
 from gq.submission import make_spec
 
 job = st.fixed_dictionaries({

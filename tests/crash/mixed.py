@@ -118,5 +118,5 @@ def zygote(data: str, ledger: str) -> None:
 
 if __name__ == "__main__":
     import uvloop  # noqa: F401  (imported once here, not in every child)
-    import gq.worker  # noqa: F401
+    import gq.runtime.worker  # noqa: F401
     zygote(sys.argv[1], sys.argv[2])

@@ -21,7 +21,7 @@ ROUNDS = int(os.environ.get("GQ_FLIP_ROUNDS", "200"))
 SCAN = r"""
 import json, sys
 import gq
-from gq.check import check_store
+from gq.store.lmdb.check import check_store
 data, expected_path = sys.argv[1], sys.argv[2]
 expected = json.load(open(expected_path))
 try:

@@ -250,7 +250,7 @@ def faults(monkeypatch):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from test_circuit_breaker import FaultPlan, FaultyEnv
 
-    from gq.store import lmdb as lmdb_store
+    from gq.store.lmdb import store as lmdb_store
 
     plan = FaultPlan()
     real_open = lmdb_store._open_env

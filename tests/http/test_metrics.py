@@ -154,7 +154,7 @@ def test_processes_2_metrics_are_summed_over_the_processes(data_dir, spawn_http_
 
 def test_in_process_worker_counts_into_the_registry(make_queue, serve):
     from gq import metrics as M
-    from gq.metrics_export import exposition
+    from gq.http.metrics_export import exposition
 
     q = make_queue()
 

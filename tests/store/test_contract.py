@@ -14,7 +14,7 @@ import pytest
 from gq._core import states as S
 from gq.errors import (DuplicateJobId, InvalidTransition, JobNotFound, NotRetriable,
                        QueueFull, UnknownDependency, ValidationError)
-from gq.store.lmdb import LMDBStore
+from gq.store.lmdb.store import LMDBStore
 from gq.submission import make_spec
 
 MiB = 1 << 20
@@ -31,7 +31,7 @@ def open_store(backend, request, tmp_path):
 
     def open_store():
         if url is not None:
-            from gq.store.postgres import PostgresStore
+            from gq.store.postgres.store import PostgresStore
             store = PostgresStore(url)
         else:
             store = LMDBStore(str(tmp_path / "store"), map_size=1 << 30)

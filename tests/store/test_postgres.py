@@ -17,11 +17,12 @@ import pytest
 
 import gq
 from gq._core import states as S
-from gq.claims import ClaimQuota
+from gq.runtime.claims import ClaimQuota
 from gq.errors import DataDirError
-from gq.recovery import announce, recover
-from gq.store import pg_instances, pg_wake
-from gq.store.postgres import PostgresStore
+from gq.runtime.recovery import announce, recover
+from gq.store.postgres import instances as pg_instances
+from gq.store.postgres import wake as pg_wake
+from gq.store.postgres.store import PostgresStore
 from gq.submission import make_spec
 
 
@@ -242,7 +243,7 @@ def test_asubmit_from_many_coroutines_shares_transactions(stores):
 
 
 def test_check_finds_nothing_on_a_healthy_store_and_a_stuck_dependent(stores, postgres_url):
-    from gq.check import check_store
+    from gq.store.lmdb.check import check_store
 
     (store,) = stores(1)
     store.submit([spec(id="p"), spec(id="c", depends_on=["p"]), spec()], max_depth=None,
@@ -327,7 +328,7 @@ def test_circuit_breaker_opens_while_the_server_refuses_and_closes_after(postgre
 
 def test_one_statement_batch_keeps_every_field_and_id_form(stores, postgres_url):
     """The new jobs of a batch go in as packed binary arrays with one statement
-    (gq.store.pg_insert): every field comes back as given (non-ASCII text, empty
+    (gq.store.postgres.insert): every field comes back as given (non-ASCII text, empty
     and binary-looking payloads, NULL-or-not ids and keys, dependencies), each
     caller gets its own job's id, and generated ids keep the f"{tag}-{seq:012x}"
     form past 12 hex digits."""
@@ -379,8 +380,8 @@ def test_schema_v2_store_is_migrated_on_open_and_counts_stay_exact(postgres_url)
     as v3: the two dropped indexes are gone, the lone batch INSERT counts its
     own jobs (the trigger skips them), inserts inside a longer transaction and
     moved-in records are still counted by the trigger, never twice."""
-    from gq.check import check_store
-    from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
+    from gq.store.lmdb.check import check_store
+    from gq.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
     from gq.store.records import restore_record
 
     assert SCHEMA_VERSION == 3
@@ -433,7 +434,7 @@ def test_listing_one_state_walks_the_types_in_seq_order(stores, postgres_url):
     assert [r.id for r in store.list(state=S.SCHEDULED, limit=4)] == scheduled[:4]
     assert [r.id for r in store.list(state=S.RUNNING)] == sorted(claimed)
     assert store.list(state=S.FAILED) == []
-    from gq.store.postgres import _LIST_STATE
+    from gq.store.postgres.store import _LIST_STATE
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.execute(

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gq.check import check_store
+from gq.store.lmdb.check import check_store
 from worker_harness import wait_all
 
 MARKER = "corrupt-me-0123456789"

@@ -10,7 +10,7 @@ import signal
 import time
 
 import gq
-from gq.recovery import Liveness, reclaim_after_reboot
+from gq.runtime.recovery import Liveness, reclaim_after_reboot
 from worker_harness import marker_path, wait_state, wait_until
 
 VISIBILITY = "1.5"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import gq
-from gq.store import keys as K
+from gq.store.lmdb import keys as K
 from worker_harness import wait_all, wait_state, wait_until
 
 
@@ -47,7 +47,7 @@ def test_periodic_occurrences_once_with_two_workers_and_a_restart(data_dir, spaw
 def test_cron_and_interval_occurrences():
     from datetime import datetime, timezone
 
-    from gq.periodic import Schedule
+    from gq.runtime.periodic import Schedule
     at = datetime(2026, 3, 1, 12, 7, 30, tzinfo=timezone.utc).timestamp()
     five = Schedule("*/5 * * * *", type="r")
     assert five.latest(at) == datetime(2026, 3, 1, 12, 5, tzinfo=timezone.utc).timestamp()

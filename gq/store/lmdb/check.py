@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from gq._core import states as S
 from gq._core.codec import decode_record
 from gq.errors import RecordCorrupted
-from gq.store import keys as K
+from gq.store.lmdb import keys as K
 
 
 @dataclass
@@ -28,7 +28,7 @@ class CheckReport:
 
 def check_store(store) -> CheckReport:
     """Decode every record (checksum verified) and compare every index with them."""
-    if hasattr(store, "check"):      # PostgreSQL: its own checks (gq.store.pg_check)
+    if hasattr(store, "check"):      # PostgreSQL: its own checks (gq.store.postgres.check)
         return store.check(CheckReport())
     report = CheckReport()
     db = store._db

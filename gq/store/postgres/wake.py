@@ -5,7 +5,7 @@ type) sends `NOTIFY` on the store's channel; PostgreSQL delivers it at commit
 to every listening session, on any machine. In each process one thread holds a
 session that LISTENs and turns each notification into a datagram on a
 socketpair per local worker, so the worker's event loop sees the same kind of
-readable socket as with the LMDB doorbell (gq.store.doorbell): no polling.
+readable socket as with the LMDB doorbell (gq.store.lmdb.doorbell): no polling.
 
 A lost session is reopened (with a wake-up right after, as notifications sent
 while it was gone are lost; the worker's slow safety-net poll covers the gap).

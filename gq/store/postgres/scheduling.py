@@ -1,5 +1,5 @@
 """Scheduling on the PostgreSQL store: lifetimes, blocked dependencies, periodic
-occurrences — the same behaviour as gq.store.expiry / blocking / occurrences on
+occurrences — the same behaviour as gq.store.lmdb.expiry / blocking / occurrences on
 LMDB, in SQL.
 
 - Lifetime deadlines are the expression `created_at + lifetime`, indexed over

@@ -306,7 +306,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from gq.check import check_store
+    from gq.store.lmdb.check import check_store
 
     with _open(args) as q:
         report = check_store(q.store)

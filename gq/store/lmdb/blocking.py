@@ -5,7 +5,7 @@ When a job ends `failed`, `dead_letter` or `cancelled`, nothing waiting on it
 operator may still retry a dead-lettered dependency, and once it completes they
 run — but they are marked *blocked*: one `blocked` index entry per (job, root
 cause), holding the chain from the root to the job, and one log line
-"Dependency not satisfiable" each. The lifetime sweep (gq.store.expiry) ends
+"Dependency not satisfiable" each. The lifetime sweep (gq.store.lmdb.expiry) ends
 them if the chain is never repaired.
 
 Every function here runs inside a store write transaction (a `Batch`), called
@@ -20,8 +20,8 @@ import logging
 import orjson
 
 from gq._core import states as S
-from gq.store import keys as K
-from gq.store.scans import keys_under
+from gq.store.lmdb import keys as K
+from gq.store.lmdb.scans import keys_under
 
 log = logging.getLogger("gq.dependencies")
 

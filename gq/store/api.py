@@ -1,6 +1,6 @@
 """The Store protocol: everything the queue needs from durable storage.
 
-This is the design document of the storage layer. LMDB (`gq.store.lmdb`) is the
+This is the design document of the storage layer. LMDB (`gq.store.lmdb.store`) is the
 embedded default; a PostgreSQL store will implement the same methods and pass
 the same contract tests (tests/store/). Every method that changes state is
 atomic and durable when it returns: its transaction is committed with sync on.
@@ -64,7 +64,7 @@ class Store(Protocol):
 
     def blocked_count(self) -> int:
         """Pending jobs blocked by a dependency that ended failed, dead_letter or
-        cancelled (see gq.store.blocking)."""
+        cancelled (see gq.store.lmdb.blocking)."""
 
     def waiting_on(self, job_id: str) -> tuple[list[tuple[str, str]], list[list[str]]]:
         """A job's dependencies not completed yet, (id, state name), and its

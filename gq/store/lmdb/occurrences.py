@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from gq.store import keys as K
+from gq.store.lmdb import keys as K
 
 _TIME = struct.Struct(">d")
 

@@ -34,7 +34,7 @@ HOUSEKEEPING_EVERY = 10     # heartbeats between two count foldings
 
 
 class Instances:
-    """The liveness registry of one PostgreSQL store (used by gq.recovery)."""
+    """The liveness registry of one PostgreSQL store (used by gq.runtime.recovery)."""
 
     def __init__(self, store):
         self._store = store

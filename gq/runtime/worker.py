@@ -30,14 +30,14 @@ from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_i
 from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError,
                        ValidationError)
 from gq.jobs import Category, JobError
-from gq.periodic import PeriodicScheduler
-from gq.processes import EXIT_REPLACE, start_watchdog
-from gq.claims import QuotaBook
-from gq.recovery import (RECOVERY_INTERVAL, DeathWatch, announce, reclaim_after_reboot,
+from gq.runtime.periodic import PeriodicScheduler
+from gq.runtime.processes import EXIT_REPLACE, start_watchdog
+from gq.runtime.claims import QuotaBook
+from gq.runtime.recovery import (RECOVERY_INTERVAL, DeathWatch, announce, reclaim_after_reboot,
                          recover)
 from gq.retry import backoff_delay, should_retry
-from gq.sweeps import sweep
-from gq.threads import DaemonThreadPool
+from gq.runtime.sweeps import sweep
+from gq.runtime.threads import DaemonThreadPool
 
 log = logging.getLogger("gq.worker")
 
@@ -98,7 +98,7 @@ class Worker:
     graceful drain waits for running jobs before cancelling them (they stay
     `running` and are rescheduled by recovery on the next start).
     http: "HOST:PORT" to serve the HTTP API, /metrics, probes and the dashboard
-    on (see gq.http); http_token: bearer token wanted on /v1/* (default: the
+    on (see gq.http.server); http_token: bearer token wanted on /v1/* (default: the
     GQ_TOKEN environment variable, if set).
     """
 
@@ -118,7 +118,7 @@ class Worker:
             raise ValidationError("the queue has no handlers: register some with "
                                   "@queue.handler(type) before starting a Worker")
         if http is not None:
-            from gq.http import parse_bind
+            from gq.http.server import parse_bind
             parse_bind(http)      # a bad address fails here, not after startup
         self.http = http
         self.http_token = http_token if http_token is not None else \
@@ -156,7 +156,7 @@ class Worker:
         self._quotas = QuotaBook()     # what claims in flight were promised (pull mode)
         self.completed = 0     # attempts recorded by this worker (all outcomes)
         # A child of `processes=N`: a handler that cannot be stopped ends the process
-        # (the supervisor replaces it); see gq.processes.
+        # (the supervisor replaces it); see gq.runtime.processes.
         self._supervised = supervised
         self._exit_code = 0
 
@@ -164,7 +164,7 @@ class Worker:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT, then drain gracefully. Blocks; returns 0."""
         if self.processes > 1:
-            from gq.processes import run_processes
+            from gq.runtime.processes import run_processes
             return run_processes(self)
         try:
             import uvloop
@@ -187,7 +187,7 @@ class Worker:
         self._claims_settled = asyncio.Event()
         self._claims_settled.set()
         if self.http is not None:
-            from gq.http import serve_worker_http
+            from gq.http.server import serve_worker_http
             self._http_server = await serve_worker_http(self)
         store = self.queue.store
         self._pulls = getattr(store, "pulls", False)
@@ -354,7 +354,7 @@ class Worker:
     def _pick(self, free: int) -> list:
         """Pop up to `free` runnable entries, honouring per-type limits (a type at
         its limit is paused in the heap, so it costs nothing to skip). A store
-        that picks jobs itself gets a quota instead (gq.claims)."""
+        that picks jobs itself gets a quota instead (gq.runtime.claims)."""
         if self._pulls:
             return self._quotas.take(self.queue.handlers, self._running_by_type, free)
         picked = []

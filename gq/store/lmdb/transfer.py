@@ -1,12 +1,12 @@
 """`gq import` into an LMDB store: records moved in from another store, written
 as they are (state, attempts, crashes, result...) with every index entry, in
-one group-commit op. Kept apart from gq.store.lmdb: only `gq import` needs it."""
+one group-commit op. Kept apart from gq.store.lmdb.store: only `gq import` needs it."""
 
 from __future__ import annotations
 
 from gq._core import states as S
 from gq.errors import DuplicateJobId
-from gq.store import keys as K
+from gq.store.lmdb import keys as K
 
 
 def insert_records(store, records, *, now: float) -> None:

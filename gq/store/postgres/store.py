@@ -1,14 +1,14 @@
 """The PostgreSQL store: the same contract as the LMDB store, for queues shared by
 workers on many machines. Selected by a URL: `gq.Queue("postgresql://...")`.
 
-Schema: gq.store.pg_schema (versioned, created or migrated on open). A job is a
+Schema: gq.store.postgres.schema (versioned, created or migrated on open). A job is a
 row of `gq_jobs`, its fields columns, its payload bytea as given (byte-exact).
 
 How the contract maps onto PostgreSQL:
 
 - Writes go through the same group-commit writer as LMDB (gq.store.writer): the
   ops waiting when a transaction starts share it, and the new jobs of every
-  submit op in it go in with ONE multi-row INSERT (gq.store.pg_insert) when the
+  submit op in it go in with ONE multi-row INSERT (gq.store.postgres.insert) when the
   transaction flushes. Sequence numbers come from the database (`gq_seq`).
   A batch of nothing but plain submits is that one statement, its own
   transaction (see _Tx). Unlike LMDB (one writer at a time, by design) several
@@ -21,11 +21,11 @@ How the contract maps onto PostgreSQL:
   deadlock) is re-run op by op, each up to RETRIES times.
 - Claims: `FOR UPDATE SKIP LOCKED`, best priority then ready order, served by
   the gq_jobs_claim index. Workers on a PostgreSQL store ask for a quota
-  (gq.claims.ClaimQuota) instead of naming candidates: the database picks.
+  (gq.runtime.claims.ClaimQuota) instead of naming candidates: the database picks.
 - Fencing: every completing UPDATE has `state = running AND attempts = <attempt>
   AND lease_owner = <owner>` in its WHERE; no row updated means LeaseLost.
-- Wake-ups: NOTIFY in the committing transaction (gq.store.pg_wake LISTENs).
-- Liveness: heartbeat rows (gq.store.pg_instances), not file locks.
+- Wake-ups: NOTIFY in the committing transaction (gq.store.postgres.wake LISTENs).
+- Liveness: heartbeat rows (gq.store.postgres.instances), not file locks.
 - Leases: the protocol passes lease deadlines on the caller's monotonic clock,
   which means nothing on another machine; the store keeps the remaining time
   added to the database's clock (`lease_deadline` of a record read from this
@@ -53,7 +53,7 @@ from psycopg_pool import ConnectionPool
 from gq._core import states as S
 from gq._core.codec import JobRecord
 from gq._core.plan import all_plain
-from gq.claims import ClaimQuota
+from gq.runtime.claims import ClaimQuota
 from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
                        CRASH_QUARANTINE_DEFAULT)
 from gq.errors import (DataDirError, DuplicateJobId, GQError, JobNotFound, LeaseLost,
@@ -63,12 +63,13 @@ from gq.jobs import Category, JobError
 from gq.metrics import PERSISTENCE_ERRORS
 from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.opening import shown
-from gq.store import pg_scheduling, rules
-from gq.store import pg_insert
-from gq.store.pg_insert import insert_planned
-from gq.store.pg_instances import Instances
-from gq.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
-from gq.store.pg_wake import ListenDoorbell
+from gq.store import rules
+from gq.store.postgres import scheduling as pg_scheduling
+from gq.store.postgres import insert as pg_insert
+from gq.store.postgres.insert import insert_planned
+from gq.store.postgres.instances import Instances
+from gq.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from gq.store.postgres.wake import ListenDoorbell
 from gq.store.records import restore_record
 from gq.store.writer import GroupCommitWriter, PartialWrite, apply_ops
 
@@ -235,7 +236,7 @@ def _probe_op(tx: _Tx) -> None:
 
 
 class PostgresStore(BreakerProbes):
-    """A Store (gq.store.base) on a PostgreSQL database; see the module docstring."""
+    """A Store (gq.store.api) on a PostgreSQL database; see the module docstring."""
 
     pulls = True   # workers claim by quota: the database picks the jobs
     _probe_op = staticmethod(_probe_op)   # the breaker's probe (gq.store.breaker)
@@ -502,7 +503,7 @@ class PostgresStore(BreakerProbes):
     def ready_after(self, seq, limit):
         """Ready jobs by ready seq. Unlike LMDB's, this is no gap-free change feed:
         concurrent transactions commit out of seq order, which is why workers on
-        this store claim by quota instead (see gq.claims)."""
+        this store claim by quota instead (see gq.runtime.claims)."""
         return [tuple(r) for r in self._query(
             "SELECT ready_seq, priority, type, id FROM gq_jobs WHERE ready_seq > %s "
             "ORDER BY ready_seq LIMIT %s", (seq, limit))]
@@ -546,7 +547,7 @@ class PostgresStore(BreakerProbes):
         self._check_open()
         return await self._lane().writer.acall(op, asyncio.get_running_loop())
 
-    # -- scheduling (gq.store.pg_scheduling) ---------------------------------------------
+    # -- scheduling (gq.store.postgres.scheduling) ---------------------------------------------
     def submit_occurrence(self, name, occurrence, specs, *, max_depth=None, now,
                           key_window=0.0):
         return self._write(functools.partial(pg_scheduling.submit_occurrence, name,
@@ -678,8 +679,8 @@ class PostgresStore(BreakerProbes):
         return await self._awrite(functools.partial(_purge, now - older_than, limit))
 
     def check(self, report):
-        """`gq check` (gq.store.pg_check): read-only, one snapshot."""
-        from gq.store.pg_check import check_postgres
+        """`gq check` (gq.store.postgres.check): read-only, one snapshot."""
+        from gq.store.postgres.check import check_postgres
         return check_postgres(self, report)
 
     # -- moving between stores (gq export / gq import) -----------------------------
@@ -762,7 +763,7 @@ class _Lane:
 
     @staticmethod
     def connect(url: str):
-        """A writer session: autocommit (see _Tx), UTF-8 (gq.store.pg_insert sends
+        """A writer session: autocommit (see _Tx), UTF-8 (gq.store.postgres.insert sends
         its text arrays encoded so), the packed arrays' dumpers registered."""
         conn = psycopg.connect(url, autocommit=True, client_encoding="UTF8")
         pg_insert.register(conn)

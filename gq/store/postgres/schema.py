@@ -9,7 +9,7 @@ processes opening a fresh database at once migrate it exactly once.
 Tables:
   gq_jobs        one row per job; the record's fields are columns
   gq_counts      (state, type, delta) rows written by statement triggers on
-                 gq_jobs (and by gq.store.pg_insert's lone batch INSERT itself,
+                 gq_jobs (and by gq.store.postgres.insert's lone batch INSERT itself,
                  which the insert trigger then skips: v3); counts() sums them,
                  housekeeping folds them together. Delta rows instead of one
                  counter row per (state, type): a counter row would be a lock
@@ -20,7 +20,7 @@ Tables:
   gq_meta        schema_version, tag
   gq_periodic    periodic schedule -> last occurrence submitted (v2)
 
-Indexes serve exactly the queries of gq.store.postgres: the claim (type,
+Indexes serve exactly the queries of gq.store.postgres.store: the claim (type,
 priority DESC, ready_seq) over ready rows only, delayed jobs by run_at,
 listings by (type, state, seq), running jobs by owner, purge by finished_at,
 and live idempotency keys (unique: two unfinished jobs can never share a key,
@@ -34,7 +34,7 @@ claim index's ready rows. Their seqs stay unique: every one comes from gq_seq.
 
 from __future__ import annotations
 
-from gq.store.pg_scheduling import MIGRATION_V2
+from gq.store.postgres.scheduling import MIGRATION_V2
 
 SCHEMA_VERSION = 3
 
@@ -138,7 +138,7 @@ CREATE TRIGGER gq_jobs_count_delete AFTER DELETE ON gq_jobs
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION gq_count_deleted();
 """
 
-# v3: cheaper new jobs (see the docstring and gq.store.pg_insert).
+# v3: cheaper new jobs (see the docstring and gq.store.postgres.insert).
 _V3 = r"""
 DROP TRIGGER gq_jobs_count_insert ON gq_jobs;
 CREATE TRIGGER gq_jobs_count_insert AFTER INSERT ON gq_jobs

@@ -14,7 +14,7 @@ from gq.errors import GQError
 
 
 def check_postgres(store, report):
-    from gq.store.postgres import COLUMNS, to_record
+    from gq.store.postgres.store import COLUMNS, to_record
 
     with store._pool.connection() as conn:
         with conn.transaction():

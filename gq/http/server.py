@@ -166,14 +166,14 @@ class Api:
         return _json({"status": "ready"})
 
     async def metrics(self, request):
-        from gq import metrics_export
+        from gq.http import metrics_export
 
         body, content_type = await asyncio.to_thread(metrics_export.exposition,
                                                      self.queue.store)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def dashboard(self, request):
-        page = importlib.resources.files("gq").joinpath("dashboard.html").read_bytes()
+        page = importlib.resources.files("gq.http").joinpath("dashboard.html").read_bytes()
         return web.Response(body=page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
@@ -446,10 +446,10 @@ async def serve_worker_http(worker) -> HttpServer:
 
 class SupervisorHttp:
     """`processes=N`: the supervisor serves HTTP for all its children, with the
-    metrics summed over them (gq.metrics_export's multi-process mode)."""
+    metrics summed over them (gq.http.metrics_export's multi-process mode)."""
 
     def __init__(self, worker, not_ready: Callable[[], str | None]):
-        from gq import metrics_export
+        from gq.http import metrics_export
 
         self._export = metrics_export
         metrics_export.enable_multiprocess(worker.queue.path)   # before any fork

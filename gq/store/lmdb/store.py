@@ -2,7 +2,7 @@
 
 Two LMDB tables, kept consistent by one transaction per change: `jobs`
 (id -> record: gq._core.codec header + CRC32C + JSON) and `index`, which holds
-every index under its own key prefix (gq.store.keys):
+every index under its own key prefix (gq.store.lmdb.keys):
 
   ready      ready_seq -> priority, type, id     scheduled and due; a change feed
   delayed    run_at µs, seq -> id                 scheduled, due in the future
@@ -49,14 +49,17 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, JobNotFound, Lease
 from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
                        CRASH_QUARANTINE_DEFAULT)
 from gq.jobs import Category, JobError
-from gq.store import blocking, expiry, occurrences, rules
+from gq.store import rules
+from gq.store.lmdb import blocking
+from gq.store.lmdb import expiry
+from gq.store.lmdb import occurrences
 from gq.metrics import PERSISTENCE_ERRORS
-from gq.store import keys as K
-from gq.store import space
+from gq.store.lmdb import keys as K
+from gq.store.lmdb import space
 from gq.store.breaker import BreakerProbes, CircuitBreaker
-from gq.store.doorbell import Doorbell
-from gq.store.gate import EnvGate
-from gq.store.scans import due_under, keys_under
+from gq.store.lmdb.doorbell import Doorbell
+from gq.store.lmdb.gate import EnvGate
+from gq.store.lmdb.scans import due_under, keys_under
 from gq.store.writer import GroupCommitWriter, PartialWrite, apply_ops
 
 log = logging.getLogger("gq.store")
@@ -259,7 +262,7 @@ class Batch:
 
     def reserve_room(self, needed: int) -> None:
         """Take `needed` bytes for new jobs, or raise StorageFull (nothing written)
-        if that would eat into the reserve kept for running jobs (gq.store.space)."""
+        if that would eat into the reserve kept for running jobs (gq.store.lmdb.space)."""
         store = self.store
         if self.room is None:
             self.room = list(space.room(store._env, self.txn,
@@ -491,7 +494,7 @@ class LMDBStore(BreakerProbes):
         return error
 
     def _reopen(self) -> None:
-        """Close the environment and open it again (see gq.store.gate). Runs in
+        """Close the environment and open it again (see gq.store.lmdb.gate). Runs in
         the writer, so no write transaction of this process is open."""
         with self._gate.reopening():
             env, self._env = self._env, None
@@ -585,13 +588,13 @@ class LMDBStore(BreakerProbes):
         """Submit `specs` (one job) as occurrence `occurrence` (epoch seconds) of
         the periodic schedule `name`, unless that occurrence or a later one was
         already submitted, by any process; the first call for a schedule only
-        records where it starts. Returns the new id or None (gq.store.occurrences)."""
+        records where it starts. Returns the new id or None (gq.store.lmdb.occurrences)."""
         op = _SubmitOp(specs, max_depth, now, key_window)
         return self._write(functools.partial(occurrences.submit_occurrence, name,
                                              occurrence, op))
 
     def expire_lifetimes(self, *, now, limit=1000):
-        """Jobs past their lifetime -> dead_letter (see gq.store.expiry). Returns
+        """Jobs past their lifetime -> dead_letter (see gq.store.lmdb.expiry). Returns
         (id, type, previous state) of each."""
         return self._write(functools.partial(expiry.expire, now, limit))
 
@@ -950,7 +953,7 @@ def plan_specs(b: Batch, specs, waits, now: float) -> list[str]:
                     rows["ready"], rows["delayed"], b.planned, counts)
     for (state, job_type), n in counts.items():
         b.add_count(state, job_type, n)
-    for n in with_lifetime(specs):   # lifetimes: their deadline index (gq.store.expiry)
+    for n in with_lifetime(specs):   # lifetimes: their deadline index (gq.store.lmdb.expiry)
         rows["expiry"].append((K.expiry_key(now + specs[n].lifetime, first_seq + n),
                                ids[n].encode()))
     return ids
@@ -973,7 +976,7 @@ class _SubmitOp:
 
     def __call__(self, b: Batch) -> list[str]:
         if self.plain:
-            b.reserve_room(space.jobs_bytes(self.specs))   # see gq.store.space
+            b.reserve_room(space.jobs_bytes(self.specs))   # see gq.store.lmdb.space
             return b.defer_plain(self.specs)
         specs = self.specs
         results: list[str | None] = [None] * len(specs)
@@ -1007,7 +1010,7 @@ class _SubmitOp:
                     f"max_depth is {self.max_depth:,}; {len(fresh)} more would pass it. "
                     "Retry later or add workers"
                 )
-        # 4. room: keep a reserve for running jobs' outcomes (gq.store.space)
+        # 4. room: keep a reserve for running jobs' outcomes (gq.store.lmdb.space)
         if fresh:
             b.reserve_room(sum(space.job_bytes(spec) for _, spec in fresh))
         # 5. plan the rows (nothing below raises a GQError)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from gq._core import states as S
 from gq.jobs import Category, JobError
-from gq.store import keys as K
-from gq.store.scans import due_under
+from gq.store.lmdb import keys as K
+from gq.store.lmdb.scans import due_under
 
 EXPIRABLE = (S.PENDING, S.SCHEDULED, S.RUNNING)
 

@@ -1,6 +1,6 @@
 """The new jobs of one PostgreSQL transaction, written by ONE statement.
 
-Every job a write batch plans (gq.store.postgres._SubmitOp) goes in with a
+Every job a write batch plans (gq.store.postgres.store._SubmitOp) goes in with a
 single `INSERT ... SELECT FROM unnest(arrays)`, binary parameters packed here
 (below). The same statement draws the jobs' seqs from `gq_seq`, in the order
 planned, and answers the ids of the jobs, in that order (given ids as they are,
@@ -8,12 +8,12 @@ the others made from the seq), so a batch of plain submits costs one round trip
 and no separate seq query.
 
 A batch that is nothing but new jobs is this one statement, run on its own as
-one implicit transaction (gq.store.postgres._Tx, `alone=True`). It then does the
+one implicit transaction (gq.store.postgres.store._Tx, `alone=True`). It then does the
 rest of that transaction's work too: the NOTIFY (delivered at commit) when a
 job is ready, and the jobs' count rows in gq_counts, once per (state, type) of
 the batch, instead of the statement trigger's copy of every new row (a
 transition table) and PL/pgSQL call. It sets the transaction-local `gq.counted`,
-which the trigger's WHEN reads (schema v3, gq.store.pg_schema): inserts of any
+which the trigger's WHEN reads (schema v3, gq.store.postgres.schema): inserts of any
 other statement, and of an older gq, are still counted by the trigger. Inside a
 longer transaction the statement leaves the counting to the trigger, so the
 setting never outlives the statement that counted.
@@ -54,7 +54,7 @@ ALONE_AND_NOTIFY = _INSERT.format(counted=_COUNTED[0],
 
 
 def insert_planned(cur, planned, tag: str, alone: str | None = None) -> bool:
-    """Write the planned jobs (gq.store.postgres._Planned) with one statement on
+    """Write the planned jobs (gq.store.postgres.store._Planned) with one statement on
     `cur`, set each one's id and its callers' results. `alone`: the statement is
     its transaction (autocommit); it counts its jobs and, if one is ready,
     notifies the channel `alone` names. Returns whether a job is ready."""

@@ -32,8 +32,8 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 def run_processes(worker) -> int:
     """Run `worker.processes` children until a signal; return 0 after they drain."""
-    from gq.recovery import reclaim_dead_owner
-    from gq.worker import Worker
+    from gq.runtime.recovery import reclaim_dead_owner
+    from gq.runtime.worker import Worker
 
     queue = worker.queue
     children: dict[int, tuple[int, str]] = {}       # pid -> (slot, instance id)
@@ -41,7 +41,7 @@ def run_processes(worker) -> int:
     delay = RESTART_DELAY
     http = None
     if worker.http is not None:   # served here, with metrics summed over the children
-        from gq.http import SupervisorHttp
+        from gq.http.server import SupervisorHttp
         http = SupervisorHttp(worker, lambda: "shutting down: draining running jobs"
                               if stopping else None if children else
                               "no worker process is running")

@@ -1,0 +1,7 @@
+"""`python -m gq.cli`."""
+
+import sys
+
+from gq.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The HTTP surface of `gq worker --http`: the JSON API, the dashboard, /metrics."""

@@ -1,0 +1,1 @@
+"""The embedded LMDB store: one environment in the data dir (see store.py)."""

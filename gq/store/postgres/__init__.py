@@ -1,0 +1,1 @@
+"""The PostgreSQL store, for queues shared by workers on many machines (see store.py)."""
