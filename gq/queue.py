@@ -297,11 +297,9 @@ class Queue:
         is over, asking runs the probe transaction that can close it."""
         try:
             store = self._live_store()
-            health = getattr(store, "health", None)    # the circuit breaker's view
-            if health is not None:
-                ready, reason = health()
-                if not ready:
-                    return ready, reason
+            ready, reason = store.health()             # the circuit breaker's view
+            if not ready:
+                return ready, reason
             store.counts()                             # and a read that must work
         except GQError as exc:
             return False, str(exc)

@@ -110,11 +110,7 @@ def import_jobs(store, lines: Iterable[bytes]) -> int:
     """Store every job of an export in `store` (all or none); returns how many."""
     now = time.time()
     paused, records = read_export(lines, now)
-    if hasattr(store, "insert_records"):
-        store.insert_records(records, now=now)
-    else:
-        from gq.store.lmdb.transfer import insert_records
-        insert_records(store, records, now=now)
+    store.insert_records(records, now=now)
     for job_type in paused:
         store.set_paused(job_type, True)
     return len(records)
@@ -145,7 +141,7 @@ def cmd_import(args) -> int:
         raise GQError(f"cannot read {args.file}: {e.strerror}") from None
     with source, gq.Queue(args.data) as q:
         n = import_jobs(q.store, source)
-    from gq.store.opening import shown
+    from gq.store.locations import shown
     print(f"imported {n} jobs into {shown(args.data)}")
     return 0
 

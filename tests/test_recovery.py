@@ -10,7 +10,8 @@ import time
 
 import gq
 from gq.metrics import RECOVERY_JOBS_RECLAIMED, STUCK_JOBS_DETECTED
-from gq.runtime.recovery import Liveness, is_alive, reclaim_after_reboot, recover
+from gq.runtime.recovery import reclaim_after_reboot, recover
+from gq.store.lmdb.liveness import Liveness, is_alive
 
 
 def claim_as(q, owner):
@@ -35,12 +36,12 @@ def test_dead_owner_is_detected_and_its_job_reclaimed(queue, data_dir, caplog):
     claim_as(queue, "worker-a")
     assert is_alive(data_dir, "worker-a")
     stuck, reclaimed = counter(STUCK_JOBS_DETECTED), counter(RECOVERY_JOBS_RECLAIMED)
-    assert recover(queue.store, data_dir) == []          # alive: left alone
+    assert recover(queue.store) == []          # alive: left alone
     assert counter(STUCK_JOBS_DETECTED) == stuck
     crash(owner)
     assert not is_alive(data_dir, "worker-a")
     with caplog.at_level(logging.WARNING, logger="gq.recovery"):
-        assert recover(queue.store, data_dir) == [jid]
+        assert recover(queue.store) == [jid]
     info = queue.get(jid)
     assert (info.state, info.attempts, info.crashes) == (gq.State.SCHEDULED, 1, 1)
     assert counter(STUCK_JOBS_DETECTED) == stuck + 1
@@ -75,7 +76,7 @@ def test_graceful_exit_leftovers_are_not_crashes(queue, data_dir):
     owner = Liveness(data_dir, "worker-b")
     claim_as(queue, "worker-b")
     owner.release(leftover=True)
-    assert recover(queue.store, data_dir) == [jid]
+    assert recover(queue.store) == [jid]
     assert queue.get(jid).crashes == 0
     assert not os.path.exists(owner.path)     # recovery removed the spent lock file
 
@@ -86,7 +87,7 @@ def test_third_crash_quarantines(queue, data_dir):
         owner = Liveness(data_dir, f"worker-{n}")
         claim_as(queue, f"worker-{n}")
         crash(owner)
-        recover(queue.store, data_dir)
+        recover(queue.store)
     info = queue.get(jid)
     assert info.state is gq.State.DEAD_LETTER and info.crashes == 3
     assert info.error.category is gq.Category.SYSTEM
@@ -100,7 +101,7 @@ def test_expired_lease_of_a_live_owner_is_reclaimed(queue, data_dir):
     rows = queue.store.ready_after(0, 10)
     queue.store.claim([(rows[0][3], rows[0][0])], owner="frozen",
                       lease_deadline=time.monotonic() - 1, now=time.time())
-    assert recover(queue.store, data_dir) == [jid]
+    assert recover(queue.store) == [jid]
     assert queue.get(jid).crashes == 0
     owner.release()
 
@@ -116,5 +117,5 @@ def test_recovery_frees_the_reader_slot_of_a_killed_process(queue, data_dir):
     assert proc.stdout.readline() == "reading\n"
     proc.kill()
     proc.wait()
-    recover(queue.store, data_dir)
+    recover(queue.store)
     assert queue.store.reader_check() == 0    # already freed by the pass

@@ -186,18 +186,17 @@ class TestBlocked:
 
     @pytest.mark.lmdb_only("gq check reads the LMDB indexes")
     def test_check_is_clean_after_blocking(self, queue):
-        from gq.store.lmdb.check import check_store
         root = queue.submit("t", id="root")
         queue.submit("t", id="d1", depends_on=[root], lifetime=5)
         queue.submit("t", id="d2", depends_on=["d1"])
         finish(queue, root, S.DEAD_LETTER)
         retried = queue.submit("t")
         finish(queue, retried, S.SCHEDULED)          # a retry waiting: counted apart
-        report = check_store(queue.store)
+        report = queue.store.check()
         assert report.ok, report
         queue.store.expire_lifetimes(now=time.time() + 6)
         queue.retry(root)
-        report = check_store(queue.store)
+        report = queue.store.check()
         assert report.ok, report
 
 

@@ -34,7 +34,7 @@ def _open(args, create: bool = False):
     path = args.data
     if not path:
         raise GQError("the data dir is empty: pass --data DIR or set GQ_DATA")
-    from gq.store.opening import is_postgres
+    from gq.store.locations import is_postgres
     if not create and not is_postgres(path) and not os.path.isfile(path) and \
             not os.path.exists(os.path.join(path, "data.mdb")):
         what = "does not exist" if not os.path.exists(path) else "holds no gq store"
@@ -293,7 +293,7 @@ def cmd_worker(args) -> int:
 
     import gq
     from gq.logs import configure_logging
-    from gq.store import opening
+    from gq.store import locations
 
     configure_logging(args.log_format, args.log_level)
     queue = _app_queue(args, args.target)
@@ -301,15 +301,13 @@ def cmd_worker(args) -> int:
                        shutdown_timeout=args.shutdown_timeout, http=args.http,
                        http_token=args.token or None)
     logging.getLogger("gq.worker").info("serving %s from %s", args.target,
-                                        opening.shown(queue.path))
+                                        locations.shown(queue.path))
     return worker.run()
 
 
 def cmd_check(args) -> int:
-    from gq.store.lmdb.check import check_store
-
     with _open(args) as q:
-        report = check_store(q.store)
+        report = q.store.check()
     if args.json:
         _print_json({"ok": report.ok, "records": report.records,
                      "damaged": [{"id": i, "reason": r} for i, r in report.damaged],

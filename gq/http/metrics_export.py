@@ -57,7 +57,7 @@ def _remake_values(value_class) -> None:
 def runs_base(location: str) -> str:
     """Where run directories go: under the data dir, or (a PostgreSQL queue,
     which has none) under the system's temp dir."""
-    from gq.store.opening import is_postgres
+    from gq.store.locations import is_postgres
 
     if is_postgres(location):
         import tempfile

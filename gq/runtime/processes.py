@@ -101,8 +101,7 @@ def run_processes(worker) -> int:
             if http is not None:
                 http.child_exited(pid)
             # a child that exited 0 drained gracefully: its leftovers are not crashes
-            reclaimed = reclaim_dead_owner(queue.store, queue.path, instance,
-                                           crashed=code != 0)
+            reclaimed = reclaim_dead_owner(queue.store, instance, crashed=code != 0)
             if code != 0 or reclaimed:
                 log.warning("worker process %d (%s) exited with %s; %d running jobs "
                             "reclaimed", pid, instance, code, len(reclaimed))

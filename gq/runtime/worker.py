@@ -33,8 +33,7 @@ from gq.jobs import Category, JobError
 from gq.runtime.periodic import PeriodicScheduler
 from gq.runtime.processes import EXIT_REPLACE, start_watchdog
 from gq.runtime.claims import QuotaBook
-from gq.runtime.recovery import (RECOVERY_INTERVAL, DeathWatch, announce, reclaim_after_reboot,
-                         recover)
+from gq.runtime.recovery import RECOVERY_INTERVAL, reclaim_after_reboot, recover
 from gq.retry import backoff_delay, should_retry
 from gq.runtime.sweeps import sweep
 from gq.runtime.threads import DaemonThreadPool
@@ -190,7 +189,7 @@ class Worker:
             from gq.http.server import serve_worker_http
             self._http_server = await serve_worker_http(self)
         store = self.queue.store
-        self._pulls = getattr(store, "pulls", False)
+        self._pulls = store.capabilities.claims_by_quota
         sock = self._doorbell = store.doorbell.listen(self.instance_id)
         loop.add_reader(sock.fileno(), self._on_doorbell, sock)
         if handle_signals:
@@ -198,11 +197,11 @@ class Worker:
                 loop.add_signal_handler(sig, self._begin_shutdown)
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
-        liveness = announce(store, self.queue.path, self.instance_id)
-        if getattr(store, "instances", None) is None:     # lock files: watch them
-            self._deaths = DeathWatch(self.queue.path, self.instance_id)
+        liveness = store.liveness.announce(self.instance_id)
+        self._deaths = store.liveness.death_watch(self.instance_id)
+        if self._deaths is not None:
             self._deaths.noticed()   # the dead known now are handled by the pass below
-        reclaimed = reclaim_after_reboot(store) + recover(store, self.queue.path)
+        reclaimed = reclaim_after_reboot(store) + recover(store)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         self._last_recovery = time.monotonic()
         heartbeat = loop.create_task(self._heartbeat_loop())
@@ -324,17 +323,10 @@ class Worker:
     def _refresh_heap(self, store) -> None:
         self._new_work = False
         handlers = self.queue.handlers
-        push_ready_after = getattr(store, "push_ready_after", None)   # compiled fast path
         while not self._pulls:
-            if push_ready_after is not None:
-                n, last = push_ready_after(self._heap, self._last_seen, READY_SCAN_LIMIT,
-                                           handlers)
-            else:
-                rows = store.ready_after(self._last_seen, READY_SCAN_LIMIT)
-                for seq, priority, job_type, job_id in rows:
-                    if job_type in handlers:
-                        self._heap.push(job_id, job_type, priority, seq)
-                n, last = len(rows), rows[-1][0] if rows else 0
+            # a ready-feed store (capabilities.ready_feed) parses its rows in the core
+            n, last = store.push_ready_after(self._heap, self._last_seen, READY_SCAN_LIMIT,
+                                             handlers)
             if n:
                 self._last_seen = last
             if n < READY_SCAN_LIMIT:
@@ -653,7 +645,7 @@ class Worker:
                     (self._deaths is not None and self._deaths.noticed()):
                 self._last_recovery = time.monotonic()
                 try:
-                    if recover(self.queue.store, self.queue.path):
+                    if recover(self.queue.store):
                         self._wake.set()
                 except GQError as e:
                     log.error("recovery pass failed: %s", e)

@@ -14,10 +14,38 @@ clock).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Awaitable, Iterable, Protocol, Sequence
 
 from gq._core.codec import JobRecord
 from gq.submission import JobSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend does differently, declared instead of probed for."""
+
+    claims_by_quota: bool
+    """Workers ask for a number of jobs and the store picks them (PostgreSQL:
+    `FOR UPDATE SKIP LOCKED`), instead of naming candidates read from a feed."""
+    ready_feed: bool
+    """`ready_after` is a gap-free change feed, and `push_ready_after` fills a
+    worker's ReadyHeap from it (LMDB: one writer, so seqs commit in order)."""
+    boot_scoped: bool
+    """The store lives on one machine: `reclaim_other_boot` applies."""
+
+
+@dataclass
+class CheckReport:
+    """What `gq check` found (Store.check)."""
+
+    records: int = 0
+    damaged: list[tuple[str, str]] = field(default_factory=list)      # (job id, reason)
+    index_problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.index_problems
 
 
 class Store(Protocol):

@@ -21,7 +21,6 @@ ROUNDS = int(os.environ.get("GQ_FLIP_ROUNDS", "200"))
 SCAN = r"""
 import json, sys
 import gq
-from gq.store.lmdb.check import check_store
 data, expected_path = sys.argv[1], sys.argv[2]
 expected = json.load(open(expected_path))
 try:
@@ -38,7 +37,7 @@ for job_id, payload in expected.items():
     if got != payload:
         wrong.append(job_id)
 try:
-    ok = check_store(q.store).ok
+    ok = q.store.check().ok
 except Exception as e:
     ok = False
 print(json.dumps({"wrong": wrong, "unreadable": unreadable, "check_ok": ok}))

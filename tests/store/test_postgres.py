@@ -19,7 +19,7 @@ import gq
 from gq._core import states as S
 from gq.runtime.claims import ClaimQuota
 from gq.errors import DataDirError
-from gq.runtime.recovery import announce, recover
+from gq.runtime.recovery import recover
 from gq.store.postgres import instances as pg_instances
 from gq.store.postgres import wake as pg_wake
 from gq.store.postgres.store import PostgresStore
@@ -188,17 +188,17 @@ def test_a_commit_in_another_session_rings_the_doorbell_at_once(stores, monkeypa
 def test_heartbeat_liveness_and_reclaim_of_a_silent_instance(stores, postgres_url):
     (store,) = stores(1)
     jid = store.submit([spec()], max_depth=None, now=time.time())[0]
-    alive = announce(store, "unused", "node-a")
+    alive = store.liveness.announce("node-a")
     claim_all(store, "node-a")
-    assert store.instances.is_alive("node-a")
-    assert recover(store, "unused") == []            # alive: left alone
+    assert store.liveness.is_alive("node-a")
+    assert recover(store) == []            # alive: left alone
     alive._stop.set()
     alive._thread.join()                             # it stops beating (frozen or killed)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("UPDATE gq_instances SET heartbeat_at = clock_timestamp() - "
                      "make_interval(secs => %s)", (pg_instances.DEAD_AFTER + 1,))
-    assert not store.instances.is_alive("node-a")
-    assert recover(store, "unused") == [jid]
+    assert not store.liveness.is_alive("node-a")
+    assert recover(store) == [jid]
     rec = store.get(jid)
     assert (rec.state, rec.crashes, rec.lease_owner) == (S.SCHEDULED, 1, "")
 
@@ -206,13 +206,13 @@ def test_heartbeat_liveness_and_reclaim_of_a_silent_instance(stores, postgres_ur
 def test_graceful_exit_with_leftovers_is_not_a_crash(stores):
     (store,) = stores(1)
     jid = store.submit([spec()], max_depth=None, now=time.time())[0]
-    alive = announce(store, "unused", "node-b")
+    alive = store.liveness.announce("node-b")
     claim_all(store, "node-b")
     alive.release(leftover=True)
-    assert store.instances.exited_cleanly("node-b")
-    assert recover(store, "unused") == [jid]
+    assert store.liveness.exited_cleanly("node-b")
+    assert recover(store) == [jid]
     assert store.get(jid).crashes == 0
-    assert not store.instances.exited_cleanly("node-b")   # the row is gone
+    assert not store.liveness.exited_cleanly("node-b")   # the row is gone
 
 
 def test_lease_deadlines_use_the_database_clock(stores):
@@ -220,11 +220,11 @@ def test_lease_deadlines_use_the_database_clock(stores):
     jid = store.submit([spec()], max_depth=None, now=time.time())[0]
     store.claim(ClaimQuota(1, {"t": None}), owner="frozen",
                 lease_deadline=time.monotonic() - 1, now=time.time())
-    alive = announce(store, "unused", "frozen")
+    alive = store.liveness.announce("frozen")
     try:
         (_, owner, deadline), = store.running_leases()
         assert owner == "frozen" and deadline < time.monotonic()
-        assert recover(store, "unused") == [jid]     # alive, but its lease ran out
+        assert recover(store) == [jid]     # alive, but its lease ran out
     finally:
         alive.release()
 
@@ -243,17 +243,16 @@ def test_asubmit_from_many_coroutines_shares_transactions(stores):
 
 
 def test_check_finds_nothing_on_a_healthy_store_and_a_stuck_dependent(stores, postgres_url):
-    from gq.store.lmdb.check import check_store
 
     (store,) = stores(1)
     store.submit([spec(id="p"), spec(id="c", depends_on=["p"]), spec()], max_depth=None,
                  now=time.time())
-    report = check_store(store)
+    report = store.check()
     assert report.ok and report.records == 3
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")   # no count triggers
         conn.execute("UPDATE gq_jobs SET state = 3, ready_seq = NULL WHERE id = 'p'")
-    report = check_store(store)
+    report = store.check()
     assert not report.ok
     assert any("counts" in p for p in report.index_problems)
     assert any("job c is pending" in p for p in report.index_problems)
@@ -380,7 +379,6 @@ def test_schema_v2_store_is_migrated_on_open_and_counts_stay_exact(postgres_url)
     as v3: the two dropped indexes are gone, the lone batch INSERT counts its
     own jobs (the trigger skips them), inserts inside a longer transaction and
     moved-in records are still counted by the trigger, never twice."""
-    from gq.store.lmdb.check import check_store
     from gq.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
     from gq.store.records import restore_record
 
@@ -411,7 +409,7 @@ def test_schema_v2_store_is_migrated_on_open_and_counts_stay_exact(postgres_url)
         store.insert_records([restore_record("moved", "b", b"{}", S.COMPLETED, finished_at=later),
                               restore_record("moved-2", "a", b"", S.SCHEDULED)], now=later)
         assert store.counts() == _true_counts(postgres_url)
-        assert check_store(store).ok
+        assert store.check().ok
         assert [r.id for r in store.list(state=S.SCHEDULED, limit=3)] == ["old-1", "old-2",
                                                                           "old-3"]
     finally:

@@ -7,7 +7,6 @@ import logging
 
 import pytest
 
-from gq.store.lmdb.check import check_store
 from worker_harness import wait_all
 
 MARKER = "corrupt-me-0123456789"
@@ -32,6 +31,6 @@ def test_worker_survives_a_corrupted_record(make_queue, start_worker, caplog, fl
     assert {"note": MARKER} not in ran and len(ran) == 30
     assert any(victim in r.getMessage() and "corrupted" in r.getMessage()
                for r in caplog.records)
-    report = check_store(q.store)
+    report = q.store.check()
     assert [job_id for job_id, _ in report.damaged] == [victim]
     assert w is not None

@@ -10,7 +10,8 @@ import signal
 import time
 
 import gq
-from gq.runtime.recovery import Liveness, reclaim_after_reboot
+from gq.runtime.recovery import reclaim_after_reboot
+from gq.store.lmdb.liveness import Liveness
 from worker_harness import marker_path, wait_state, wait_until
 
 VISIBILITY = "1.5"

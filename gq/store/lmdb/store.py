@@ -56,9 +56,13 @@ from gq.store.lmdb import occurrences
 from gq.metrics import PERSISTENCE_ERRORS
 from gq.store.lmdb import keys as K
 from gq.store.lmdb import space
+from gq.store.api import Capabilities, CheckReport
 from gq.store.breaker import BreakerProbes, CircuitBreaker
 from gq.store.lmdb.doorbell import Doorbell
 from gq.store.lmdb.gate import EnvGate
+from gq.store.lmdb.check import check_records
+from gq.store.lmdb.liveness import LockFiles
+from gq.store.lmdb.transfer import insert_records
 from gq.store.lmdb.scans import due_under, keys_under
 from gq.store.writer import GroupCommitWriter, PartialWrite, apply_ops
 
@@ -360,6 +364,7 @@ class LMDBStore(BreakerProbes):
     """The embedded store (see the module docstring for its tables)."""
 
     _probe_op = staticmethod(_probe_op)   # the breaker's probe (gq.store.breaker)
+    capabilities = Capabilities(claims_by_quota=False, ready_feed=True, boot_scoped=True)
 
     def __init__(self, path: str, *, map_size: int,
                  circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
@@ -379,6 +384,7 @@ class LMDBStore(BreakerProbes):
                                       cooldown=circuit_cooldown)
         self.reopens = 0          # environments reopened after an I/O error
         self.doorbell = Doorbell(path)
+        self.liveness = LockFiles(path)
         self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{path}")
         self._closed = False
 
@@ -925,6 +931,17 @@ class LMDBStore(BreakerProbes):
             if not cur.set_range(K.ready_key(seq + 1)):
                 return 0, 0
             return push_ready_rows(heap, cur.iternext(), handled, limit)
+
+    def check(self) -> CheckReport:
+        """`gq check` (gq.store.lmdb.check): read-only, one snapshot."""
+        with self._read() as txn:
+            return check_records(txn, self._db, self._read_counts(txn), CheckReport())
+
+    # -- moving between stores (gq export / gq import) ------------------------
+    def insert_records(self, records, *, now: float) -> None:
+        """Store moved-in records as they are, all of them or none
+        (gq.store.lmdb.transfer)."""
+        self._write(functools.partial(insert_records, list(records), now))
 
     # -- closing --------------------------------------------------------------
     def _check_open(self) -> None:

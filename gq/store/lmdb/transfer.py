@@ -9,28 +9,25 @@ from gq.errors import DuplicateJobId
 from gq.store.lmdb import keys as K
 
 
-def insert_records(store, records, *, now: float) -> None:
-    """All of `records` or none (DuplicateJobId); fresh seqs in the given order."""
-    records = list(records)
-
-    def op(b):
-        for rec in records:   # every check before the first write
-            if b.load(rec.id) is not None:
-                raise DuplicateJobId(f"job id {rec.id!r} is already used by a stored job")
-        if b.planned:
-            b.write_planned()   # ready keys are appended: theirs first
-        first = b.take_seq(len(records))
-        for offset, rec in enumerate(records):
-            rec.seq = first + offset
-            ready = rec.state == S.SCHEDULED and rec.run_at <= now
-            rec.ready_seq = rec.seq if ready else 0
-            rec.lease_owner, rec.lease_deadline, rec.updated_at = "", 0.0, now
-            b.put_record(rec)
-            b.add_indexes(rec)
-            if rec.state == S.PENDING:
-                for dep in rec.depends_on:
-                    b.txn.put(K.dependent_key(dep, rec.id), b"", db=b.db["dependents"])
-                b._has_dependents = True if rec.depends_on else b._has_dependents
-            if rec.key and not S.is_terminal(rec.state):
-                b.txn.put(K.idempotency_key(rec.key), rec.id.encode(), db=b.db["keys"])
-    store._write(op)
+def insert_records(records, now: float, b) -> None:
+    """The write op: all of `records` or none (DuplicateJobId); fresh seqs in the
+    given order."""
+    for rec in records:   # every check before the first write
+        if b.load(rec.id) is not None:
+            raise DuplicateJobId(f"job id {rec.id!r} is already used by a stored job")
+    if b.planned:
+        b.write_planned()   # ready keys are appended: theirs first
+    first = b.take_seq(len(records))
+    for offset, rec in enumerate(records):
+        rec.seq = first + offset
+        ready = rec.state == S.SCHEDULED and rec.run_at <= now
+        rec.ready_seq = rec.seq if ready else 0
+        rec.lease_owner, rec.lease_deadline, rec.updated_at = "", 0.0, now
+        b.put_record(rec)
+        b.add_indexes(rec)
+        if rec.state == S.PENDING:
+            for dep in rec.depends_on:
+                b.txn.put(K.dependent_key(dep, rec.id), b"", db=b.db["dependents"])
+            b._has_dependents = True if rec.depends_on else b._has_dependents
+        if rec.key and not S.is_terminal(rec.state):
+            b.txn.put(K.idempotency_key(rec.key), rec.id.encode(), db=b.db["keys"])

@@ -34,7 +34,7 @@ HOUSEKEEPING_EVERY = 10     # heartbeats between two count foldings
 
 
 class Instances:
-    """The liveness registry of one PostgreSQL store (used by gq.runtime.recovery)."""
+    """The liveness registry of one PostgreSQL store (`PostgresStore.liveness`)."""
 
     def __init__(self, store):
         self._store = store
@@ -56,6 +56,11 @@ class Instances:
 
     def forget(self, instance_id: str) -> None:
         self._store._execute("DELETE FROM gq_instances WHERE id = %s", (instance_id,))
+
+    def death_watch(self, own_id: str) -> None:
+        """None: a death shows only once its heartbeat is DEAD_AFTER old, which
+        the full recovery pass notices; there is nothing cheaper to watch."""
+        return None
 
 
 class Announcement:

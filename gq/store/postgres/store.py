@@ -11,7 +11,7 @@ How the contract maps onto PostgreSQL:
   submit op in it go in with ONE multi-row INSERT (gq.store.postgres.insert) when the
   transaction flushes. Sequence numbers come from the database (`gq_seq`).
   A batch of nothing but plain submits is that one statement, its own
-  transaction (see _Tx). Unlike LMDB (one writer at a time, by design) several
+  transaction (see Tx). Unlike LMDB (one writer at a time, by design) several
   writers, each with its own session, may have transactions in flight
   ($GQ_POSTGRES_WRITERS, 2; PostgresStore._lane picks one per op).
 - An op does its checks (SELECTs, with FOR SHARE / FOR UPDATE where another
@@ -51,7 +51,6 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
 from gq._core import states as S
-from gq._core.codec import JobRecord
 from gq._core.plan import all_plain
 from gq.runtime.claims import ClaimQuota
 from gq.config import (CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT,
@@ -61,16 +60,17 @@ from gq.errors import (DataDirError, DuplicateJobId, GQError, JobNotFound, Lease
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError
 from gq.metrics import PERSISTENCE_ERRORS
+from gq.store.api import Capabilities, CheckReport
 from gq.store.breaker import BreakerProbes, CircuitBreaker
-from gq.store.opening import shown
+from gq.store.locations import shown as redact
 from gq.store import rules
 from gq.store.postgres import scheduling as pg_scheduling
 from gq.store.postgres import insert as pg_insert
-from gq.store.postgres.insert import insert_planned
+from gq.store.postgres.check import check_postgres
 from gq.store.postgres.instances import Instances
 from gq.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from gq.store.postgres.wake import ListenDoorbell
-from gq.store.records import restore_record
+from gq.store.postgres.tx import COLUMNS, J_COLUMNS, LEASE_SQL, Planned, Tx, remaining, to_record
 from gq.store.writer import GroupCommitWriter, PartialWrite, apply_ops
 
 log = logging.getLogger("gq.store")
@@ -79,14 +79,6 @@ RETRIES = 3            # re-runs of an op whose transaction the server aborted
 WRITER_LANES = int(os.environ.get("GQ_POSTGRES_WRITERS", "2"))   # see _Lane
 POOL_SIZE = 8          # read connections per store
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
-
-_FIELDS = ("id", "type", "state", "priority", "attempts", "max_attempts", "crashes", "seq",
-           "coalesce({}ready_seq, 0)", "created_at", "updated_at", "run_at", "started_at",
-           "finished_at", "timeout", "lifetime", "lease_deadline", "lease_owner", "payload",
-           "result", "error", "extra", "depends_on", "coalesce({}key, '')")
-# The select list of a record (to_record's order), plain and for an alias `j`.
-COLUMNS = ", ".join(f.format("") if "{}" in f else f for f in _FIELDS)
-J_COLUMNS = ", ".join(f.format("j.") if "{}" in f else "j." + f for f in _FIELDS)
 
 _ACTIVE = (S.PENDING, S.SCHEDULED)
 PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
@@ -104,133 +96,7 @@ _LIST_STATE = (
     "ORDER BY j.seq LIMIT %s")
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return shown(url)
-
-
-def to_record(row) -> JobRecord:
-    (job_id, job_type, state, priority, attempts, max_attempts, crashes, seq, ready_seq,
-     created_at, updated_at, run_at, started_at, finished_at, timeout, lifetime,
-     lease_deadline, lease_owner, payload, result, error, extra, depends_on, key) = row
-    return restore_record(
-        job_id, job_type, bytes(payload), state, priority=priority, attempts=attempts,
-        max_attempts=max_attempts, crashes=crashes, seq=seq, ready_seq=ready_seq,
-        created_at=created_at, updated_at=updated_at, run_at=run_at, started_at=started_at,
-        finished_at=finished_at, timeout=timeout, lifetime=lifetime,
-        lease_deadline=lease_deadline, result=bytes(result), error=bytes(error),
-        extra=bytes(extra), depends_on=depends_on, key=key, lease_owner=lease_owner)
-
-
-def _remaining(lease_deadline: float):
-    """A monotonic lease deadline as seconds from now (None: no deadline)."""
-    return None if not lease_deadline else lease_deadline - time.monotonic()
-
-
-# The lease deadline column: the database clock plus the remaining seconds.
-_LEASE_SQL = "coalesce(extract(epoch FROM clock_timestamp())::float8 + %(remaining)s, 0)"
-
-
-class _Planned:
-    """One new job of a transaction, written at flush. `slots` are the places in
-    callers' result lists that get its id (an idempotency key can fold several
-    specs of one transaction into one job)."""
-
-    __slots__ = ("spec", "state", "slots", "id", "now")
-
-    def __init__(self, spec, state, now):
-        self.spec = spec
-        self.state = state
-        self.now = now
-        self.slots: list = []
-        self.id = spec.id
-
-
-class _Tx:
-    """One write batch of the group-commit writer and the state its ops share.
-
-    The lane's session is in autocommit: a transaction is begun (BEGIN) only
-    when an op reads or writes. A batch that does neither, only plans new jobs
-    (plain submits), is then ONE statement at flush, its own implicit
-    transaction: committed (synchronous_commit on: the WAL flushed) when the
-    statement answers, one round trip instead of BEGIN, INSERT, NOTIFY, COMMIT."""
-
-    def __init__(self, store: "PostgresStore", conn, stack: contextlib.ExitStack):
-        self.store = store
-        self.conn = conn
-        self.cur = conn.cursor()
-        self._stack = stack        # holds the transaction once begun
-        self.began = False
-        self.sent = False          # something of this batch reached the server
-        self.wrote = False
-        self.ring = False
-        self.planned: list[_Planned] = []
-        self.planned_ids: dict[str, _Planned] = {}
-        self.planned_keys: dict[str, _Planned] = {}
-        self.planned_dependents: list[tuple[str, _Planned]] = []
-
-    def begin(self) -> None:
-        if not self.began:
-            self._stack.enter_context(self.conn.transaction())   # BEGIN; COMMIT at exit
-            self.began = self.sent = True
-
-    def _execute(self, query, params):
-        self.begin()
-        if self.planned:
-            self.write_planned()
-        return self.cur.execute(query, params)
-
-    # -- reading --------------------------------------------------------------
-    def rows(self, query, params=None):
-        return self._execute(query, params).fetchall()
-
-    def load(self, job_id: str, lock: bool = False) -> JobRecord | None:
-        rows = self.rows(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s"
-                         + (" FOR UPDATE" if lock else ""), (job_id,))
-        return to_record(rows[0]) if rows else None
-
-    def load_existing(self, job_id: str, lock: bool = False) -> JobRecord:
-        rec = self.load(job_id, lock)
-        if rec is None:
-            raise JobNotFound(job_id)
-        return rec
-
-    # -- writing (only after every check of the op passed) -----------------------
-    def write(self, query, params=None):
-        self.wrote = True
-        return self._execute(query, params)
-
-    def write_planned(self) -> None:
-        """The planned jobs, inside the transaction (something else runs in it)."""
-        self.begin()
-        planned, self.planned = self.planned, []
-        self.wrote = True
-        if insert_planned(self.cur, planned, self.store.tag):
-            self.ring = True
-        self.planned_ids.clear()
-        self.planned_keys.clear()
-        if self.planned_dependents:
-            deps, self.planned_dependents = self.planned_dependents, []
-            self.cur.execute("INSERT INTO gq_dependents (dependency, dependent) "
-                             "SELECT * FROM unnest(%s::text[], %s::text[]) "
-                             "ON CONFLICT DO NOTHING",
-                             ([d for d, _ in deps], [p.id for _, p in deps]))
-
-    def flush(self) -> None:
-        if self.planned and not (self.began or self.planned_dependents or self.ring):
-            # nothing but new jobs: one statement, its own transaction
-            planned, self.planned = self.planned, []
-            self.wrote = self.sent = True
-            self.ring = insert_planned(self.cur, planned, self.store.tag,
-                                       alone=self.store.channel)
-            return
-        if self.planned:
-            self.write_planned()
-        if self.ring:
-            self.cur.execute("SELECT pg_notify(%s, '')", (self.store.channel,))
-
-
-def _probe_op(tx: _Tx) -> None:
+def _probe_op(tx: Tx) -> None:
     """One small durable write: the circuit breaker's probe."""
     tx.write("UPDATE gq_meta SET value = value WHERE key = 'schema_version'")
 
@@ -238,7 +104,7 @@ def _probe_op(tx: _Tx) -> None:
 class PostgresStore(BreakerProbes):
     """A Store (gq.store.api) on a PostgreSQL database; see the module docstring."""
 
-    pulls = True   # workers claim by quota: the database picks the jobs
+    capabilities = Capabilities(claims_by_quota=True, ready_feed=False, boot_scoped=False)
     _probe_op = staticmethod(_probe_op)   # the breaker's probe (gq.store.breaker)
 
     def __init__(self, url: str, *, circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
@@ -261,7 +127,7 @@ class PostgresStore(BreakerProbes):
         self._lanes = [_Lane(url, first if i == 0 else None) for i in range(WRITER_LANES)]
         self._next_lane = itertools.count()
         self.doorbell = ListenDoorbell(url, self.channel)
-        self.instances = Instances(self)
+        self.liveness = Instances(self)
         for i, lane in enumerate(self._lanes):
             lane.writer = GroupCommitWriter(functools.partial(self._run_batch, lane),
                                             name=f"gq-writer-{i}:{self.channel}")
@@ -382,7 +248,7 @@ class PostgresStore(BreakerProbes):
             tx = None
             try:
                 with contextlib.ExitStack() as stack:   # the transaction, once begun
-                    tx = _Tx(self, conn, stack)
+                    tx = Tx(self, conn, stack)
                     apply_ops(tx, ops)
                     tx.flush()
             except psycopg.OperationalError:
@@ -570,7 +436,7 @@ class PostgresStore(BreakerProbes):
         return pg_scheduling.waiting_on(self, job_id)
 
     def cancel(self, job_id, *, now):
-        def op(tx: _Tx):
+        def op(tx: Tx):
             rec = tx.load_existing(job_id, lock=True)
             rules.check_cancel(rec)
             S.check_transition(rec.state, S.CANCELLED, job_id)
@@ -585,7 +451,7 @@ class PostgresStore(BreakerProbes):
         return self._write(op)
 
     def retry(self, job_id, *, now):
-        def op(tx: _Tx):
+        def op(tx: Tx):
             rec = tx.load_existing(job_id, lock=True)
             rules.check_retry(rec, now)
             tx.ring = True
@@ -596,7 +462,7 @@ class PostgresStore(BreakerProbes):
         return self._write(op)
 
     def set_paused(self, job_type, paused):
-        def op(tx: _Tx):
+        def op(tx: Tx):
             tx.ring = True   # workers re-read the paused types at once
             if paused:
                 tx.write("INSERT INTO gq_paused VALUES (%s) ON CONFLICT DO NOTHING",
@@ -634,7 +500,7 @@ class PostgresStore(BreakerProbes):
 
     async def afinish_many_and_claim(self, finishes, *, owner, now, candidates=(),
                                      lease_deadline=0.0):
-        def op(tx: _Tx):
+        def op(tx: Tx):
             refused, _ = _finish_many(tx, finishes, owner, now, records=False)
             claimed = _claim(candidates, owner, lease_deadline, now, tx) \
                 if len(candidates) else []
@@ -661,7 +527,7 @@ class PostgresStore(BreakerProbes):
     def reclaim_expired(self, job_id, *, owner, now, now_mono):
         """One running job whose lease has passed `now_mono` (this process's
         monotonic clock, turned into the database's) -> scheduled."""
-        def op(tx: _Tx):
+        def op(tx: Tx):
             rows = tx.write(
                 "UPDATE gq_jobs SET state = 1, ready_seq = nextval('gq_seq'), lease_owner = '', "
                 "lease_deadline = 0, run_at = 0, updated_at = %s WHERE id = %s AND state = 2 "
@@ -678,10 +544,19 @@ class PostgresStore(BreakerProbes):
     async def apurge(self, *, older_than: float, now: float, limit: int = 10_000) -> int:
         return await self._awrite(functools.partial(_purge, now - older_than, limit))
 
-    def check(self, report):
+    def reader_check(self) -> int:
+        """Nothing to free: PostgreSQL ends a dead client's session itself."""
+        return 0
+
+    def reclaim_other_boot(self, boot_id: str, *, now: float) -> list[tuple[str, str]]:
+        """Never called (capabilities.boot_scoped is False): a store shared by
+        machines has no one boot; dead workers are found by their heartbeats."""
+        return []
+
+    def check(self) -> CheckReport:
         """`gq check` (gq.store.postgres.check): read-only, one snapshot."""
-        from gq.store.postgres.check import check_postgres
-        return check_postgres(self, report)
+        with self._pool.connection() as conn:
+            return check_postgres(conn, CheckReport())
 
     # -- moving between stores (gq export / gq import) -----------------------------
     def insert_records(self, records, *, now: float) -> None:
@@ -690,7 +565,7 @@ class PostgresStore(BreakerProbes):
         A scheduled job that is due becomes ready. See gq.transfer."""
         records = list(records)
 
-        def op(tx: _Tx):
+        def op(tx: Tx):
             ids = [rec.id for rec in records]
             taken = tx.rows("SELECT id FROM gq_jobs WHERE id = ANY(%s) LIMIT 1", (ids,))
             if taken:
@@ -763,7 +638,7 @@ class _Lane:
 
     @staticmethod
     def connect(url: str):
-        """A writer session: autocommit (see _Tx), UTF-8 (gq.store.postgres.insert sends
+        """A writer session: autocommit (see Tx), UTF-8 (gq.store.postgres.insert sends
         its text arrays encoded so), the packed arrays' dumpers registered."""
         conn = psycopg.connect(url, autocommit=True, client_encoding="UTF8")
         pg_insert.register(conn)
@@ -814,14 +689,14 @@ class _SubmitOp:
         self.now = now
         self.key_window = key_window
 
-    def __call__(self, tx: _Tx) -> list[str]:
+    def __call__(self, tx: Tx) -> list[str]:
         specs = self.specs
         results: list = [None] * len(specs)
         if self.max_depth is None and all_plain(specs):
             # plain jobs (the common case): nothing to check, each one scheduled
             planned, now = tx.planned, self.now
             for i, spec in enumerate(specs):
-                p = _Planned(spec, S.SCHEDULED, now)
+                p = Planned(spec, S.SCHEDULED, now)
                 p.slots.append((results, i))
                 planned.append(p)
             return results
@@ -839,7 +714,7 @@ class _SubmitOp:
         named = [s.id for s in specs if s.id is not None]
         taken = {r[0] for r in tx.rows("SELECT id FROM gq_jobs WHERE id = ANY(%s)",
                                        (named,))} if named else set()
-        shares: list[tuple[int, _Planned]] = []
+        shares: list[tuple[int, Planned]] = []
         for i, spec in enumerate(specs):
             if spec.key:
                 if spec.key in key_creator:
@@ -870,9 +745,9 @@ class _SubmitOp:
                     f"retries not counted) and max_depth is {self.max_depth:,}; "
                     f"{len(fresh)} more would pass it. Retry later or add workers")
         # plan (nothing below raises a GQError)
-        by_index: dict[int, _Planned] = {}
+        by_index: dict[int, Planned] = {}
         for (i, spec), unmet in zip(fresh, waits):
-            p = _Planned(spec, S.PENDING if unmet else S.SCHEDULED, self.now)
+            p = Planned(spec, S.PENDING if unmet else S.SCHEDULED, self.now)
             p.slots.append((results, i))
             tx.planned.append(p)
             by_index[i] = p
@@ -892,7 +767,7 @@ class _SubmitOp:
         return results
 
 
-def _check_dependencies(tx: _Tx, specs, fresh) -> list[bool]:
+def _check_dependencies(tx: Tx, specs, fresh) -> list[bool]:
     """Whether each fresh job waits (some dependency not completed). Stored
     dependencies are read FOR SHARE: their completion (an UPDATE) then waits for
     this commit, and releases the dependents this transaction adds."""
@@ -926,7 +801,7 @@ def _check_dependencies(tx: _Tx, specs, fresh) -> list[bool]:
 
 _CLAIM_UPDATE = (
     "UPDATE gq_jobs j SET state = 2, attempts = j.attempts + 1, lease_owner = %(owner)s, "
-    f"lease_deadline = {_LEASE_SQL}, started_at = %(now)s, updated_at = %(now)s, "
+    f"lease_deadline = {LEASE_SQL}, started_at = %(now)s, updated_at = %(now)s, "
     f"ready_seq = NULL FROM picked WHERE j.id = picked.id RETURNING {J_COLUMNS}")
 
 _CLAIM_BEST = (
@@ -946,8 +821,8 @@ _CLAIM_NAMED = (
     " FOR UPDATE OF j SKIP LOCKED) " + _CLAIM_UPDATE)
 
 
-def _claim(candidates, owner, lease_deadline, now, tx: _Tx):
-    params = {"owner": owner, "now": now, "remaining": _remaining(lease_deadline)}
+def _claim(candidates, owner, lease_deadline, now, tx: Tx):
+    params = {"owner": owner, "now": now, "remaining": remaining(lease_deadline)}
     if isinstance(candidates, ClaimQuota):
         if not candidates.n or not candidates.caps:
             return []
@@ -964,7 +839,7 @@ def _claim(candidates, owner, lease_deadline, now, tx: _Tx):
     return [to_record(r) for r in rows]
 
 
-def _hand_back(jobs, owner, now, tx: _Tx):
+def _hand_back(jobs, owner, now, tx: Tx):
     jobs = list(jobs)
     if not jobs:
         return []
@@ -981,7 +856,7 @@ def _hand_back(jobs, owner, now, tx: _Tx):
     return [r[0] for r in rows]
 
 
-def _finish_many(tx: _Tx, finishes, owner, now, records: bool = True):
+def _finish_many(tx: Tx, finishes, owner, now, records: bool = True):
     """Record outcomes, fenced by (state, attempt, owner) in the UPDATE's WHERE.
     Returns ({job_id: LeaseLost | JobNotFound} refused, finished records, or
     (id, state, ready_seq) rows when not `records`). One statement also takes the
@@ -1036,7 +911,7 @@ def _finish_many(tx: _Tx, finishes, owner, now, records: bool = True):
     return refused, done
 
 
-def _finish_one(job_id, attempt, owner, state, now, result, error, run_at, tx: _Tx):
+def _finish_one(job_id, attempt, owner, state, now, result, error, run_at, tx: Tx):
     """One job's outcome (finish / afinish): its record, or LeaseLost / JobNotFound."""
     refused, done = _finish_many(tx, [(job_id, attempt, state, result, error, run_at)],
                                  owner, now)
@@ -1045,7 +920,7 @@ def _finish_one(job_id, attempt, owner, state, now, result, error, run_at, tx: _
     return done[0]
 
 
-def _release_dependents(tx: _Tx, waiting: list[str], now: float) -> None:
+def _release_dependents(tx: Tx, waiting: list[str], now: float) -> None:
     """Pending dependents (of jobs just completed) whose dependencies are now all
     completed -> scheduled. Each dependent row is locked first (in id order: no
     deadlocks), so of two transactions completing its last two dependencies the
@@ -1062,21 +937,21 @@ def _release_dependents(tx: _Tx, waiting: list[str], now: float) -> None:
         tx.ring = True
 
 
-def _extend(leases, owner, lease_deadline, tx: _Tx):
+def _extend(leases, owner, lease_deadline, tx: Tx):
     leases = list(leases)
     if not leases:
         return []
     kept = {r[0] for r in tx.write(
-        f"UPDATE gq_jobs j SET lease_deadline = {_LEASE_SQL} "
+        f"UPDATE gq_jobs j SET lease_deadline = {LEASE_SQL} "
         "FROM unnest(%(ids)s::text[], %(attempts)s::int4[]) AS l(id, attempt) "
         "WHERE j.id = l.id AND j.state = 2 AND j.attempts = l.attempt "
         "AND j.lease_owner = %(owner)s RETURNING j.id",
-        {"remaining": _remaining(lease_deadline), "owner": owner,
+        {"remaining": remaining(lease_deadline), "owner": owner,
          "ids": [x[0] for x in leases], "attempts": [x[1] for x in leases]}).fetchall()}
     return [job_id for job_id, _ in leases if job_id not in kept]
 
 
-def _promote_due(now, limit, tx: _Tx) -> int:
+def _promote_due(now, limit, tx: Tx) -> int:
     rows = tx.write(
         "WITH due AS (SELECT id, run_at, seq FROM gq_jobs WHERE state = 1 AND ready_seq IS NULL"
         " AND run_at <= %s ORDER BY run_at, seq LIMIT %s FOR UPDATE SKIP LOCKED),"
@@ -1088,7 +963,7 @@ def _promote_due(now, limit, tx: _Tx) -> int:
     return len(rows)
 
 
-def _reclaim_owner(owner, now, crashed, quarantine_after, tx: _Tx):
+def _reclaim_owner(owner, now, crashed, quarantine_after, tx: Tx):
     rows = tx.rows("SELECT id, crashes, attempts FROM gq_jobs WHERE state = 2 AND "
                    "lease_owner = %s ORDER BY id FOR UPDATE", (owner,))
     for job_id, crashes, attempts in rows:
@@ -1111,7 +986,7 @@ def _reclaim_owner(owner, now, crashed, quarantine_after, tx: _Tx):
     return [r[0] for r in rows]
 
 
-def _purge(cutoff, limit, tx: _Tx) -> int:
+def _purge(cutoff, limit, tx: Tx) -> int:
     ids = [r[0] for r in tx.write(
         "DELETE FROM gq_jobs WHERE id IN (SELECT id FROM gq_jobs WHERE state IN (3, 4, 6) "
         "AND finished_at > 0 AND finished_at <= %s LIMIT %s) RETURNING id",
