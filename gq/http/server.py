@@ -440,7 +440,7 @@ async def serve_worker_http(worker) -> HttpServer:
     """One worker process: the API on its own event loop. Not ready while it drains."""
     api = Api(worker.queue, token=worker.http_token,
               not_ready=lambda: "shutting down: draining running jobs"
-              if worker._stopping else None)
+              if worker.stopping else None)
     return await HttpServer(api, worker.http).start()
 
 

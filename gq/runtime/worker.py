@@ -26,7 +26,8 @@ import orjson
 from gq import observe, plain_json
 from gq._core import states as S
 from gq._core.heap import ReadyHeap
-from gq.config import SHUTDOWN_TIMEOUT_DEFAULT, check_duration, check_positive_int
+from gq.config import (CONCURRENCY_DEFAULT, PROCESSES_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT,
+                       check_duration, check_positive_int)
 from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError,
                        ValidationError)
 from gq.jobs import Category, JobError
@@ -40,7 +41,6 @@ from gq.runtime.threads import DaemonThreadPool
 
 log = logging.getLogger("gq.worker")
 
-CONCURRENCY_DEFAULT = 64
 HEARTBEAT_INTERVAL_DEFAULT = 1.0   # how often running jobs are checked (cancel, lease)
 RETENTION_INTERVAL = 3600.0        # how often a worker purges jobs past the retention
 POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
@@ -101,7 +101,8 @@ class Worker:
     GQ_TOKEN environment variable, if set).
     """
 
-    def __init__(self, queue, *, concurrency: int = CONCURRENCY_DEFAULT, processes: int = 1,
+    def __init__(self, queue, *, concurrency: int = CONCURRENCY_DEFAULT,
+                 processes: int = PROCESSES_DEFAULT,
                  shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
                  instance_id: str | None = None, rng=None, supervised: bool = False,
@@ -170,6 +171,11 @@ class Worker:
             return uvloop.run(self.serve(handle_signals=True))
         except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
             return asyncio.run(self.serve(handle_signals=True))
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker began to drain (a signal, or `stop()`)."""
+        return self._stopping
 
     def stop(self) -> None:
         """Ask a serving worker to drain and return (thread-safe)."""
