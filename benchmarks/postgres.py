@@ -29,7 +29,7 @@ from urllib.parse import quote
 import psycopg
 
 import gq
-from gq.runtime.claims import ClaimQuota
+from gq.store.api import ClaimQuota
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAYLOAD = {"to": "user@example.com", "template": "welcome", "n": 42}

@@ -100,7 +100,7 @@ class FaultyEnv(WrappedEnv):
 @pytest.fixture
 def faults(monkeypatch):
     plan = FaultPlan()
-    real_open = lmdb_store._open_env
+    real_open = lmdb_store.open_env
 
     def open_faulty(path, map_size):
         if plan.fail_opens > 0:
@@ -108,7 +108,7 @@ def faults(monkeypatch):
             raise gq.DataDirError(f"cannot open data dir {path}: Input/output error")
         plan.opens += 1
         return FaultyEnv(real_open(path, map_size), plan)
-    monkeypatch.setattr(lmdb_store, "_open_env", open_faulty)
+    monkeypatch.setattr(lmdb_store, "open_env", open_faulty)
     return plan
 
 

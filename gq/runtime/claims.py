@@ -9,22 +9,7 @@ which types: a `ClaimQuota`, passed where the heap's candidates would go.
 
 from __future__ import annotations
 
-
-class ClaimQuota:
-    """Up to `n` ready jobs, only of the types in `caps`; `caps[type]` is the most
-    of that type to take (None: no per-type limit)."""
-
-    __slots__ = ("n", "caps")
-
-    def __init__(self, n: int, caps: dict[str, int | None]):
-        self.n = n
-        self.caps = caps
-
-    def __len__(self) -> int:
-        return self.n if self.caps else 0
-
-    def __repr__(self) -> str:
-        return f"ClaimQuota(n={self.n}, caps={self.caps!r})"
+from gq.store.api import ClaimQuota
 
 
 class QuotaBook:

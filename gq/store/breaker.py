@@ -16,7 +16,8 @@ it for another cool-down. Only one probe runs at a time. A commit of a worker
 A full disk or map is not a failure here: it has its own clear answer
 (`StorageFull`), which an open circuit would only hide.
 
-Backend-neutral: it knows nothing of LMDB, so every store can use it.
+Backend-neutral: it knows nothing of LMDB, so every store can use it. The probe
+itself (health, the probe before a submission) is gq.store.service's.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 
 from gq import metrics
 from gq.config import CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT
-from gq.errors import GQError, StoreUnavailable
+from gq.errors import StoreUnavailable
 
 log = logging.getLogger("gq.store")
 
@@ -111,31 +112,3 @@ class CircuitBreaker:
         return (f"the store at {self.where} is unavailable (circuit open after storage "
                 f"failures; last: {self.last_error}); submissions are refused, next probe "
                 f"in {left:.1f}s")
-
-
-class BreakerProbes:
-    """The probe side of a store's breaker, the same for every backend. The store
-    provides `breaker`, `_write(op)`, `_awrite(op)` and `_probe_op`: its smallest
-    real durable write transaction."""
-
-    def health(self) -> tuple[bool, str]:
-        """(ready, reason): False while the circuit is open. Runs the probe
-        transaction when the circuit's cool-down is over."""
-        try:
-            if self.breaker.admit():
-                self._probe()
-        except GQError as e:
-            return False, str(e)
-        return True, "ok"
-
-    def _probe(self) -> None:
-        try:
-            self._write(self._probe_op)
-        except GQError as e:
-            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None
-
-    async def _aprobe(self) -> None:
-        try:
-            await self._awrite(self._probe_op)
-        except GQError as e:
-            raise StoreUnavailable(f"{self.breaker.reason()} (probe: {e})") from None

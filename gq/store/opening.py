@@ -18,7 +18,7 @@ def acquire(location: str, config):
         return pg_registry.acquire(location, circuit_threshold=config.circuit_threshold,
                                    circuit_cooldown=config.circuit_cooldown)
     from gq.store.lmdb.store import registry
-    return registry.acquire(location, config.map_size,
+    return registry.acquire(location, map_size=config.map_size,
                             circuit_threshold=config.circuit_threshold,
                             circuit_cooldown=config.circuit_cooldown)
 

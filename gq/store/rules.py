@@ -1,9 +1,11 @@
 """Backend-neutral decisions that every store applies in its own way.
 
-Each store loads the job inside its own transaction and asks here whether an
-operator action may go on; the refusal (and its wording) is the same on every
-backend. The move itself stays the store's (Batch.move on LMDB, SQL on PostgreSQL),
-and the core's state gate still checks it.
+Each store loads the jobs inside its own transaction and asks here what to do:
+whether an operator action may go on, what a crashed worker's job becomes, what
+an expired job's error says, whether a submission is refused and in what words.
+The answer (and its wording) is the same on every backend; applying it stays
+the store's (Batch.move on LMDB, set-based SQL on PostgreSQL), and the core's
+state gate still checks the move.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from gq._core import states as S
-from gq.errors import InvalidTransition, NotRetriable
+from gq.errors import (DuplicateJobId, InvalidTransition, NotRetriable, QueueFull,
+                       ValidationError)
+from gq.jobs import Category, JobError
+
+# Finished jobs a purge may delete; dead_letter ones are kept for `gq retry`.
+PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
+# Dependency states that can never become `completed`: their dependents are blocked.
+UNSATISFIABLE = (S.FAILED, S.DEAD_LETTER, S.CANCELLED)
 
 # Why a job in this state cannot be retried, and what a user can do instead.
 _NOT_RETRIABLE_BECAUSE = {
@@ -65,3 +74,51 @@ def _refuse(rec, dst: str, why: str):
 def _utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds") \
         .replace("+00:00", "Z")
+
+
+def crash_verdict(crashes: int, attempts: int, crashed: bool,
+                  quarantine_after: int) -> tuple[int, bytes | None]:
+    """A running job whose worker is gone: (its new crash count, the error of
+    its quarantine, or None to put it back to scheduled). A job its worker died
+    under `quarantine_after` times goes to dead_letter: it must not take down
+    worker after worker. A graceful exit (`crashed` False) counts nothing."""
+    crashes += 1 if crashed else 0
+    if not (crashed and crashes >= quarantine_after):
+        return crashes, None
+    return crashes, JobError(Category.SYSTEM,
+                             f"quarantined: its worker process died while running it "
+                             f"{crashes} times (it keeps killing its worker); fix the "
+                             "handler or the payload, then `gq retry` it",
+                             None, attempts).to_json()
+
+
+def lifetime_error(lifetime: float, state: int, created_at: float, attempts: int,
+                   now: float) -> bytes:
+    """The error of a job dead-lettered because its lifetime passed."""
+    message = (f"lifetime of {lifetime:g}s passed while it was {S.STATE_NAMES[state]} "
+               f"(submitted {now - created_at:.1f}s ago)")
+    return JobError(Category.TIMEOUT, message, None, attempts).to_json()
+
+
+def check_depth(depth: int, adding: int, max_depth: int | None) -> None:
+    """QueueFull if `adding` new jobs would take the waiting jobs (pending +
+    scheduled, retries not counted: accepted work never holds back new
+    submissions) past `max_depth`."""
+    if max_depth is not None and adding and depth + adding > max_depth:
+        raise QueueFull(
+            f"the queue holds {depth:,} jobs waiting to run (pending + scheduled, "
+            f"retries not counted) and max_depth is {max_depth:,}; {adding} more would "
+            "pass it. Retry later or add workers")
+
+
+def id_taken(job_id: str) -> DuplicateJobId:
+    return DuplicateJobId(f"job id {job_id!r} is already used by a stored job")
+
+
+def folded_dependency(dep: str) -> ValidationError:
+    """A job of a batch depends on a spec that its idempotency key folded into an
+    existing job: there is no new job to depend on."""
+    return ValidationError(
+        f"a job depends on {dep!r}, which the batch did not create because its "
+        "idempotency key matched an existing job; depend on that job instead")
+

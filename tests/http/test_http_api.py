@@ -253,8 +253,8 @@ def faults(monkeypatch):
     from gq.store.lmdb import store as lmdb_store
 
     plan = FaultPlan()
-    real_open = lmdb_store._open_env
-    monkeypatch.setattr(lmdb_store, "_open_env",
+    real_open = lmdb_store.open_env
+    monkeypatch.setattr(lmdb_store, "open_env",
                         lambda path, map_size: FaultyEnv(real_open(path, map_size), plan))
     return plan
 

@@ -59,8 +59,8 @@ class RecordingEnv(WrappedEnv):
 @pytest.fixture
 def recorded(monkeypatch, data_dir):
     rec = Recorder()
-    real_open = lmdb_store._open_env
-    monkeypatch.setattr(lmdb_store, "_open_env",
+    real_open = lmdb_store.open_env
+    monkeypatch.setattr(lmdb_store, "open_env",
                         lambda path, map_size: RecordingEnv(real_open(path, map_size), rec))
     q = gq.Queue(data_dir)
     yield q, rec

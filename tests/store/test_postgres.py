@@ -17,10 +17,9 @@ import pytest
 
 import gq
 from gq._core import states as S
-from gq.runtime.claims import ClaimQuota
+from gq.store.api import ClaimQuota
 from gq.errors import DataDirError
 from gq.runtime.recovery import recover
-from gq.store.postgres import instances as pg_instances
 from gq.store.postgres import wake as pg_wake
 from gq.store.postgres.store import PostgresStore
 from gq.submission import make_spec
@@ -196,7 +195,7 @@ def test_heartbeat_liveness_and_reclaim_of_a_silent_instance(stores, postgres_ur
     alive._thread.join()                             # it stops beating (frozen or killed)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("UPDATE gq_instances SET heartbeat_at = clock_timestamp() - "
-                     "make_interval(secs => %s)", (pg_instances.DEAD_AFTER + 1,))
+                     "make_interval(secs => %s)", (store.liveness.dead_after + 1,))
     assert not store.liveness.is_alive("node-a")
     assert recover(store) == [jid]
     rec = store.get(jid)

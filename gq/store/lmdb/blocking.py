@@ -20,20 +20,18 @@ import logging
 import orjson
 
 from gq._core import states as S
+from gq.store import rules
 from gq.store.lmdb import keys as K
 from gq.store.lmdb.scans import keys_under
 
 log = logging.getLogger("gq.dependencies")
-
-#: States a dependency can end in without ever completing (dead_letter until retried).
-UNSATISFIABLE = (S.FAILED, S.DEAD_LETTER, S.CANCELLED)
 
 
 def after_move(b, rec, old_state: int) -> None:
     """Keep the blocked marks right after `rec` moved from `old_state`."""
     if old_state == S.PENDING and rec.state != S.SCHEDULED:
         _clear_own(b, rec.id)            # it is no longer a waiting job
-    if rec.state in UNSATISFIABLE:
+    if rec.state in rules.UNSATISFIABLE:
         _block_descendants(b, rec)
     elif old_state == S.DEAD_LETTER:     # operator retry: the chain may complete again
         _unblock_descendants(b, rec.id)
@@ -46,7 +44,7 @@ def block_new(b, job_id: str, depends_on) -> None:
         dep_rec = b.load(dep)
         if dep_rec is None:
             continue
-        if dep_rec.state in UNSATISFIABLE:
+        if dep_rec.state in rules.UNSATISFIABLE:
             _mark(b, job_id, dep, [dep, job_id], S.STATE_NAMES[dep_rec.state])
         elif dep_rec.state == S.PENDING:
             for root, chain in chains_of(b.txn, b.db, dep):

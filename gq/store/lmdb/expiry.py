@@ -16,7 +16,7 @@ operator `retry` of an expired job therefore runs it without a lifetime.
 from __future__ import annotations
 
 from gq._core import states as S
-from gq.jobs import Category, JobError
+from gq.store import rules
 from gq.store.lmdb import keys as K
 from gq.store.lmdb.scans import due_under
 
@@ -47,10 +47,9 @@ def expire(now: float, limit: int, b) -> list[tuple[str, str, int]]:
         was = rec.state
         if was == S.RUNNING:
             b.ring = True   # its worker must stop the handler now
-        message = (f"lifetime of {rec.lifetime:g}s passed while it was "
-                   f"{S.STATE_NAMES[was]} (submitted {now - rec.created_at:.1f}s ago)")
         b.move(rec, S.DEAD_LETTER, now, lease_owner="", lease_deadline=0.0,
                finished_at=now,
-               error=JobError(Category.TIMEOUT, message, None, rec.attempts).to_json())
+               error=rules.lifetime_error(rec.lifetime, was, rec.created_at, rec.attempts,
+                                          now))
         expired.append((job_id, rec.type, was))
     return expired

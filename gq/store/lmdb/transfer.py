@@ -5,7 +5,7 @@ one group-commit op. Kept apart from gq.store.lmdb.store: only `gq import` needs
 from __future__ import annotations
 
 from gq._core import states as S
-from gq.errors import DuplicateJobId
+from gq.store import rules
 from gq.store.lmdb import keys as K
 
 
@@ -14,7 +14,7 @@ def insert_records(records, now: float, b) -> None:
     given order."""
     for rec in records:   # every check before the first write
         if b.load(rec.id) is not None:
-            raise DuplicateJobId(f"job id {rec.id!r} is already used by a stored job")
+            raise rules.id_taken(rec.id)
     if b.planned:
         b.write_planned()   # ready keys are appended: theirs first
     first = b.take_seq(len(records))
@@ -28,6 +28,6 @@ def insert_records(records, now: float, b) -> None:
         if rec.state == S.PENDING:
             for dep in rec.depends_on:
                 b.txn.put(K.dependent_key(dep, rec.id), b"", db=b.db["dependents"])
-            b._has_dependents = True if rec.depends_on else b._has_dependents
+            b.has_dependents = True if rec.depends_on else b.has_dependents
         if rec.key and not S.is_terminal(rec.state):
             b.txn.put(K.idempotency_key(rec.key), rec.id.encode(), db=b.db["keys"])

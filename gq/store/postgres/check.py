@@ -11,6 +11,7 @@ are all completed (it would never be released).
 from __future__ import annotations
 
 from gq.errors import GQError
+from gq.store.postgres import sql
 from gq.store.postgres.tx import COLUMNS, to_record
 
 
@@ -34,9 +35,10 @@ def check_postgres(conn, report):
         if real != kept:
             report.index_problems.append(f"counts: stored {kept} but the jobs are {real}")
         for (job_id,) in conn.execute(
-                "SELECT id FROM gq_jobs j WHERE state = 0 AND cardinality(depends_on) > 0 "
+                f"SELECT id FROM gq_jobs j WHERE state = {sql.PENDING} "
+                "AND cardinality(depends_on) > 0 "
                 "AND (SELECT count(*) FROM gq_jobs p WHERE p.id = ANY(j.depends_on) "
-                "AND p.state = 3) = cardinality(j.depends_on)"):
+                f"AND p.state = {sql.COMPLETED}) = cardinality(j.depends_on)"):
             report.index_problems.append(f"job {job_id} is pending though every "
                                          "dependency completed")
     return report

@@ -3,10 +3,10 @@
 Workers on different machines share no file system, so liveness is a row in
 `gq_instances` whose `heartbeat_at` a thread of the worker's process renews
 every `HEARTBEAT_EVERY` seconds. An instance whose heartbeat is older than
-`DEAD_AFTER` (by the database's clock, so machines' clocks may disagree) is
-dead, and any live worker reclaims its running jobs. A thread, not the event
+$GQ_POSTGRES_DEAD_AFTER seconds (10; by the database's clock, so machines'
+clocks may disagree) is dead, and any live worker reclaims its running jobs. A thread, not the event
 loop, beats: a handler that hogs the loop does not make its worker look dead;
-a frozen process (SIGSTOP, a stalled VM) does, after DEAD_AFTER, and its late
+a frozen process (SIGSTOP, a stalled VM) does, after that, and its late
 completions are then refused by fencing.
 
 A graceful exit deletes the row, or marks it `clean_exit` when jobs were still
@@ -26,10 +26,13 @@ import threading
 
 import psycopg
 
+from gq.store.postgres import sql
+
 log = logging.getLogger("gq.recovery")
 
 HEARTBEAT_EVERY = 1.0
-DEAD_AFTER = float(os.environ.get("GQ_POSTGRES_DEAD_AFTER", "10"))
+DEAD_AFTER_ENV = "GQ_POSTGRES_DEAD_AFTER"
+DEAD_AFTER_DEFAULT = 10.0
 HOUSEKEEPING_EVERY = 10     # heartbeats between two count foldings
 
 
@@ -38,27 +41,29 @@ class Instances:
 
     def __init__(self, store):
         self._store = store
+        # read when the store opens, not at import: a test or a supervisor may set it
+        self.dead_after = float(os.environ.get(DEAD_AFTER_ENV, str(DEAD_AFTER_DEFAULT)))
 
     def announce(self, instance_id: str) -> "Announcement":
         return Announcement(self._store, instance_id)
 
     def is_alive(self, instance_id: str) -> bool:
-        row = self._store._query_one(
+        row = self._store.query_one(
             "SELECT NOT clean_exit AND heartbeat_at > clock_timestamp() - "
             "make_interval(secs => %s) FROM gq_instances WHERE id = %s",
-            (DEAD_AFTER, instance_id))
+            (self.dead_after, instance_id))
         return bool(row and row[0])
 
     def exited_cleanly(self, instance_id: str) -> bool:
-        row = self._store._query_one("SELECT clean_exit FROM gq_instances WHERE id = %s",
+        row = self._store.query_one("SELECT clean_exit FROM gq_instances WHERE id = %s",
                                      (instance_id,))
         return bool(row and row[0])
 
     def forget(self, instance_id: str) -> None:
-        self._store._execute("DELETE FROM gq_instances WHERE id = %s", (instance_id,))
+        self._store.execute("DELETE FROM gq_instances WHERE id = %s", (instance_id,))
 
     def death_watch(self, own_id: str) -> None:
-        """None: a death shows only once its heartbeat is DEAD_AFTER old, which
+        """None: a death shows only once its heartbeat is dead_after old, which
         the full recovery pass notices; there is nothing cheaper to watch."""
         return None
 
@@ -78,7 +83,7 @@ class Announcement:
     def _beat(self) -> None:
         # An upsert: an instance declared dead while frozen comes back to life
         # (its old jobs were reclaimed; fencing refuses its late completions).
-        self._store._execute(
+        self._store.execute(
             "INSERT INTO gq_instances (id, host, pid) VALUES (%s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET heartbeat_at = clock_timestamp(), "
             "clean_exit = false", (self.instance_id, socket.gethostname(), os.getpid()))
@@ -91,10 +96,10 @@ class Announcement:
                 beats += 1
                 if beats % HOUSEKEEPING_EVERY == 0:
                     self._store.fold_counts()
-                    self._store._execute(   # rows of long-dead instances holding no job
+                    self._store.execute(   # rows of long-dead instances holding no job
                         "DELETE FROM gq_instances i WHERE heartbeat_at < clock_timestamp() "
                         "- interval '1 hour' AND NOT EXISTS (SELECT 1 FROM gq_jobs j "
-                        "WHERE j.state = 2 AND j.lease_owner = i.id)")
+                        f"WHERE j.state = {sql.RUNNING} AND j.lease_owner = i.id)")
             except psycopg.Error as e:
                 log.warning("heartbeat of %s failed: %s", self.instance_id, e)
             except Exception as e:   # the store closed under us
@@ -108,7 +113,7 @@ class Announcement:
         self._stop.set()
         self._thread.join(timeout=5.0)
         if leftover:
-            self._store._execute("UPDATE gq_instances SET clean_exit = true WHERE id = %s",
+            self._store.execute("UPDATE gq_instances SET clean_exit = true WHERE id = %s",
                                  (self.instance_id,))
         else:
-            self._store._execute("DELETE FROM gq_instances WHERE id = %s", (self.instance_id,))
+            self._store.execute("DELETE FROM gq_instances WHERE id = %s", (self.instance_id,))

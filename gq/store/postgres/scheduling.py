@@ -19,17 +19,18 @@ from __future__ import annotations
 import logging
 
 from gq._core import states as S
-from gq.jobs import Category, JobError
+from gq.errors import JobNotFound
+from gq.store import rules
+from gq.store.postgres import sql
 
 log = logging.getLogger("gq.dependencies")
 
-UNSATISFIABLE = (S.FAILED, S.DEAD_LETTER, S.CANCELLED)
 _DEADLINE = "created_at + lifetime"
-_EXPIRABLE = "lifetime > 0 AND state IN (0, 1, 2)"   # the partial index's predicate
+_EXPIRABLE = f"lifetime > 0 AND state IN {sql.UNFINISHED}"   # the partial index's predicate
 
 
 def next_expiry(store) -> float | None:
-    return store._query_one(f"SELECT min({_DEADLINE}) FROM gq_jobs WHERE {_EXPIRABLE}")[0]
+    return store.query_one(f"SELECT min({_DEADLINE}) FROM gq_jobs WHERE {_EXPIRABLE}")[0]
 
 
 def expire(now: float, limit: int, tx) -> list[tuple[str, str, int]]:
@@ -39,15 +40,13 @@ def expire(now: float, limit: int, tx) -> list[tuple[str, str, int]]:
         f"FOR UPDATE SKIP LOCKED", (now, limit))
     expired = []
     for job_id, job_type, state, lifetime, created_at, attempts in rows:
-        message = (f"lifetime of {lifetime:g}s passed while it was {S.STATE_NAMES[state]} "
-                   f"(submitted {now - created_at:.1f}s ago)")
         # lifetime = -1: like LMDB's spent expiry entry, an operator retry then
         # runs the job without a lifetime
-        tx.write("UPDATE gq_jobs SET state = 5, ready_seq = NULL, lease_owner = '', "
-                 "lease_deadline = 0, lifetime = -1, finished_at = %s, updated_at = %s, "
-                 "error = %s "
-                 "WHERE id = %s", (now, now, JobError(Category.TIMEOUT, message, None,
-                                                       attempts).to_json(), job_id))
+        tx.write(f"UPDATE gq_jobs SET state = {sql.DEAD_LETTER}, ready_seq = NULL, "
+                 "lease_owner = '', lease_deadline = 0, lifetime = -1, finished_at = %s, "
+                 "updated_at = %s, error = %s WHERE id = %s",
+                 (now, now, rules.lifetime_error(lifetime, state, created_at, attempts, now),
+                  job_id))
         if state == S.RUNNING:
             tx.ring = True   # its worker must stop the handler
         expired.append((job_id, job_type, state))
@@ -56,18 +55,19 @@ def expire(now: float, limit: int, tx) -> list[tuple[str, str, int]]:
 
 
 # A walk down from roots through pending dependents: (job, root, chain).
-_BLOCKED_WALK = """
+_BLOCKED_WALK = f"""
 WITH RECURSIVE walk(id, root, chain) AS (
     SELECT d.dependent, r.id, ARRAY[r.id, d.dependent]
     FROM gq_dependents d JOIN gq_jobs r ON r.id = d.dependency
-    WHERE r.state IN (4, 5, 6) {roots}
+    WHERE r.state IN {sql.any_of(*rules.UNSATISFIABLE)} {{roots}}
   UNION
     SELECT d.dependent, w.root, w.chain || d.dependent
-    FROM walk w JOIN gq_jobs j ON j.id = w.id AND j.state = 0
+    FROM walk w JOIN gq_jobs j ON j.id = w.id AND j.state = {sql.PENDING}
     JOIN gq_dependents d ON d.dependency = w.id
     WHERE NOT d.dependent = ANY(w.chain)
 )
-SELECT w.id, w.root, w.chain FROM walk w JOIN gq_jobs j ON j.id = w.id WHERE j.state = 0
+SELECT w.id, w.root, w.chain FROM walk w JOIN gq_jobs j ON j.id = w.id
+WHERE j.state = {sql.PENDING}
 """
 
 
@@ -85,20 +85,19 @@ def ended(tx, job_ids: list[str], how: str) -> None:
 
 
 def blocked_count(store) -> int:
-    return store._query_one(f"SELECT count(DISTINCT id) FROM ({_BLOCKED_WALK.format(roots='')}"
+    return store.query_one(f"SELECT count(DISTINCT id) FROM ({_BLOCKED_WALK.format(roots='')}"
                             ") b")[0]
 
 
 def waiting_on(store, job_id: str):
-    from gq.errors import JobNotFound
-    row = store._query_one("SELECT depends_on FROM gq_jobs WHERE id = %s", (job_id,))
+    row = store.query_one("SELECT depends_on FROM gq_jobs WHERE id = %s", (job_id,))
     if row is None:
         raise JobNotFound(job_id)
-    states = dict(store._query("SELECT id, state FROM gq_jobs WHERE id = ANY(%s)",
+    states = dict(store.query("SELECT id, state FROM gq_jobs WHERE id = ANY(%s)",
                                (list(row[0]),)))
     waits = [(dep, S.STATE_NAMES[states[dep]] if dep in states else "purged")
              for dep in row[0] if states.get(dep) != S.COMPLETED]
-    chains = sorted(list(chain) for blocked, _, chain in store._query(
+    chains = sorted(list(chain) for blocked, _, chain in store.query(
         _BLOCKED_WALK.format(roots="") + " AND w.id = %s", (job_id,)) if blocked == job_id)
     return waits, chains
 
@@ -116,7 +115,7 @@ def submit_occurrence(name: str, occurrence: float, submit_op, tx):
     return job_id
 
 
-REQUEUED_SQL = "SELECT count(*) FROM gq_jobs WHERE state = 1 AND started_at > 0"
+REQUEUED_SQL = f"SELECT count(*) FROM gq_jobs WHERE state = {sql.SCHEDULED} AND started_at > 0"
 
 # Schema v2: the lifetime sweep's index, the retries left out of max_depth, the
 # periodic cursors.

@@ -85,7 +85,7 @@ class Tx:
             self._stack.enter_context(self.conn.transaction())   # BEGIN; COMMIT at exit
             self.began = self.sent = True
 
-    def _execute(self, query, params):
+    def execute(self, query, params):
         self.begin()
         if self.planned:
             self.write_planned()
@@ -93,7 +93,7 @@ class Tx:
 
     # -- reading --------------------------------------------------------------
     def rows(self, query, params=None):
-        return self._execute(query, params).fetchall()
+        return self.execute(query, params).fetchall()
 
     def load(self, job_id: str, lock: bool = False) -> JobRecord | None:
         rows = self.rows(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s"
@@ -109,7 +109,7 @@ class Tx:
     # -- writing (only after every check of the op passed) -----------------------
     def write(self, query, params=None):
         self.wrote = True
-        return self._execute(query, params)
+        return self.execute(query, params)
 
     def write_planned(self) -> None:
         """The planned jobs, inside the transaction (something else runs in it)."""
