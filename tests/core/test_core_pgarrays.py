@@ -112,13 +112,13 @@ def test_a_max_attempts_past_int4_is_refused_not_wrapped():
 def test_the_server_reads_back_what_went_in(rng, postgres_url):
     import psycopg
 
-    from gq.store.postgres.insert import _COLUMNS, register
+    from gq.store.postgres.insert import INSERT_COLUMNS, register
 
     planned = random_batch(rng, 50)
     *columns, _ = pack_new_jobs(planned)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         register(conn)
-        for (kind, name), (param, cls), data, values in zip(COLUMNS, _COLUMNS, columns,
+        for (kind, name), (param, cls), data, values in zip(COLUMNS, INSERT_COLUMNS, columns,
                                                              expected(planned)):
             got = conn.execute(f"SELECT %(x)b::{kind}[]", {"x": cls(data)}).fetchone()[0]
             if got == [] and values:

@@ -431,9 +431,9 @@ def test_listing_one_state_walks_the_types_in_seq_order(stores, postgres_url):
     assert [r.id for r in store.list(state=S.SCHEDULED, limit=4)] == scheduled[:4]
     assert [r.id for r in store.list(state=S.RUNNING)] == sorted(claimed)
     assert store.list(state=S.FAILED) == []
-    from gq.store.postgres.store import _LIST_STATE
+    from gq.store.postgres.store import LIST_STATE
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN " + _LIST_STATE.replace("%s", "1")))
+            "EXPLAIN " + LIST_STATE.replace("%s", "1")))
     assert "gq_jobs_by_type" in plan

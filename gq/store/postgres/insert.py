@@ -59,7 +59,7 @@ def insert_planned(cur, planned, tag: str, alone: str | None = None) -> bool:
     its transaction (autocommit); it counts its jobs and, if one is ready,
     notifies the channel `alone` names. Returns whether a job is ready."""
     *columns, ring = pack_new_jobs(planned)
-    params = {name: cls(data) for (name, cls), data in zip(_COLUMNS, columns)}
+    params = {name: cls(data) for (name, cls), data in zip(INSERT_COLUMNS, columns)}
     params["tag"] = tag
     if alone is None:
         query = INSERT
@@ -118,7 +118,7 @@ ByteaArray = _array_type("ByteaArray", 1001)
 PACKED = (Int2Array, Int4Array, Float8Array, BoolArray, TextArray, ByteaArray)
 
 # The INSERT's parameters, in the order gq._core.pgarrays.pack_new_jobs packs them.
-_COLUMNS = (("i", TextArray), ("t", TextArray), ("s", Int2Array), ("p", Int4Array),
+INSERT_COLUMNS = (("i", TextArray), ("t", TextArray), ("s", Int2Array), ("p", Int4Array),
             ("m", Int4Array), ("r", BoolArray), ("c", Float8Array), ("ra", Float8Array),
             ("tm", Float8Array), ("lt", Float8Array), ("pl", ByteaArray), ("d", TextArray),
             ("k", TextArray))

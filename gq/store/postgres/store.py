@@ -75,7 +75,7 @@ FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
 # One state over all types (schema v3 has no (state, seq) index): the types one
 # by one from (type, state, seq) (a recursive walk, one index probe per type),
 # the first `limit` jobs in that state of each type, then the first `limit` of all.
-_LIST_STATE = (
+LIST_STATE = (
     "WITH RECURSIVE types AS (SELECT min(type) AS type FROM gq_jobs UNION ALL "
     " SELECT (SELECT min(type) FROM gq_jobs WHERE type > types.type) FROM types "
     " WHERE types.type IS NOT NULL) "
@@ -319,7 +319,7 @@ class PostgresStore(WriterStore):
         elif type is not None:
             where, order, params = "type = %s", "state, seq", (type,)
         elif state is not None:
-            return [to_record(r) for r in self.query(_LIST_STATE, (state, limit, limit))]
+            return [to_record(r) for r in self.query(LIST_STATE, (state, limit, limit))]
         else:
             where, order, params = "true", "id", ()
         rows = self.query(f"SELECT {COLUMNS} FROM gq_jobs WHERE {where} ORDER BY {order} "
