@@ -5,7 +5,7 @@ before its first dispatch (priority order needs every ready job in view), so
 this loop is the bulk of a restart: in Python, parsing each row into a tuple
 and pushing it cost ~3 µs; here it is the LMDB cursor step plus the push.
 
-The row layout is the store's (gq/store/keys.py, `ready_key`/`ready_value`):
+The row layout is the store's (gq/store/lmdb/keys.py, `ready_key`/`ready_value`):
 key  = b"r" + seq (u64 big-endian)
 value = priority (i32 big-endian) + type (UTF-8) + NUL + id (UTF-8).
 """

@@ -1,4 +1,4 @@
-"""The columns of a batch of new jobs as PostgreSQL binary arrays (gq.store.pg_insert).
+"""The columns of a batch of new jobs as PostgreSQL binary arrays (gq.store.postgres.insert).
 
 The PostgreSQL store writes a batch's new jobs with one INSERT that unnests
 thirteen array parameters. Packing them in Python (struct, one call per array)
@@ -19,9 +19,9 @@ from libc.stdint cimport int16_t, int32_t, uint32_t, uint64_t, INT32_MAX
 from libc.string cimport memcpy
 
 from gq._core.plan cimport JobSpec
+from gq._core.states cimport SCHEDULED
 
 cdef enum:
-    SCHEDULED = 1
     OID_BOOL = 16
     OID_BYTEA = 17
     OID_INT2 = 21
@@ -129,8 +129,8 @@ cdef inline char *_fixed_head(bytes out, uint32_t oid, Py_ssize_t n):
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def pack_new_jobs(list planned):
-    """The thirteen columns of `planned` (gq.store.postgres._Planned: .spec, a
-    JobSpec; .state; .now; .id) in the order of gq.store.pg_insert's INSERT:
+    """The thirteen columns of `planned` (gq.store.postgres.tx.Planned: .spec, a
+    JobSpec; .state; .now; .id) in the order of gq.store.postgres.insert's INSERT:
     ids, types, states, priorities, max_attempts, due flags, created_at, run_at,
     timeouts, lifetimes, payloads, dependencies, keys; then whether any job is
     due (the NOTIFY). Each column is the bytes of one binary array."""

@@ -1,10 +1,10 @@
 """Planning new jobs: the records and index rows of a batch of submissions.
 
-The inner loop of the store's submit op (gq/store/lmdb.py, _SubmitOp._plan),
+The inner loop of the LMDB store's submit op (gq/store/lmdb/submit.py, SubmitOp),
 compiled because it runs once per job on the hot path of submit_many and of
 group-committed asubmit: measured at ~5 µs per job in Python, ~1 µs here
 (python -m benchmarks.store_throughput). The rows it builds use the key
-layouts of gq/store/keys.py, which remains the reference for them.
+layouts of gq/store/lmdb/keys.py, which remains the reference for them.
 """
 
 cimport cython
@@ -14,10 +14,7 @@ from libc.string cimport memcpy
 
 from gq._core.codec cimport JobRecord
 from gq._core.plainjson cimport is_plain_c
-
-cdef enum:
-    PENDING = 0
-    SCHEDULED = 1
+from gq._core.states cimport PENDING, SCHEDULED
 
 
 @cython.final
@@ -295,7 +292,7 @@ cdef object _MISSING = object()
 
 
 def specs_bytes(specs, Py_ssize_t job_overhead):
-    """sum of gq.store.space.job_bytes(spec) over `specs`, as one C loop (the
+    """sum of gq.store.lmdb.space.job_bytes(spec) over `specs`, as one C loop (the
     room check of every submit batch)."""
     cdef Py_ssize_t total = 0, n
     cdef JobSpec spec
