@@ -437,3 +437,17 @@ def test_listing_one_state_walks_the_types_in_seq_order(stores, postgres_url):
         plan = "\n".join(r[0] for r in conn.execute(
             "EXPLAIN " + LIST_STATE.replace("%s", "1")))
     assert "gq_jobs_by_type" in plan
+
+
+def test_push_ready_after_fills_a_heap_with_the_handled_types(stores):
+    """The contract's push_ready_after on PostgreSQL (its workers claim by quota,
+    but the method behaves as on LMDB: handled types only, in ready order)."""
+    from gq._core.heap import ReadyHeap
+
+    [store] = stores(1)
+    store.submit([spec("a", priority=1), spec("b"), spec("a", priority=5)], now=time.time())
+    heap = ReadyHeap()
+    n, last = store.push_ready_after(heap, 0, 10, {"a"})
+    assert n == 3 and last == store.ready_after(0, 10)[-1][0]
+    assert len(heap) == 2
+    assert store.push_ready_after(ReadyHeap(), last, 10, {"a"}) == (0, 0)

@@ -350,6 +350,15 @@ class PostgresStore(WriterStore):
             "SELECT ready_seq, priority, type, id FROM gq_jobs WHERE ready_seq > %s "
             "ORDER BY ready_seq LIMIT %s", (seq, limit))]
 
+    def push_ready_after(self, heap, seq, limit, handled):
+        """`ready_after` into a ReadyHeap, for the contract's sake: workers on this
+        store claim by quota (capabilities.claims_by_quota) and keep no heap."""
+        rows = self.ready_after(seq, limit)
+        for ready_seq, priority, job_type, job_id in rows:
+            if job_type in handled:
+                heap.push(job_id, job_type, priority, ready_seq)
+        return len(rows), rows[-1][0] if rows else 0
+
     def next_due(self):
         row = self.query_one("SELECT min(run_at) FROM gq_jobs "
                               f"WHERE state = {sql.SCHEDULED} AND ready_seq IS NULL")
