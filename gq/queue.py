@@ -20,14 +20,12 @@ from gq.config import QueueConfig
 from gq.errors import GQError, JobNotFound, ValidationError
 from gq.jobs import JobInfo, State
 from gq.store import opening
-from gq.submission import check_batch, check_type, known_types, make_spec
+from gq.submission import SUBMIT_FIELDS, check_batch, check_type, known_types, make_spec
 
 if TYPE_CHECKING:
     from gq.handlers import HandlerSpec
 
 DEFAULT_DATA_DIR = "./gq-data"
-_SPEC_FIELDS = {"type", "payload", "priority", "delay", "run_at", "depends_on", "key", "id",
-                "max_attempts", "timeout", "lifetime"}
 
 
 class Queue:
@@ -145,8 +143,8 @@ class Queue:
             if job.__class__ is not dict and not isinstance(job, Mapping):
                 raise ValidationError(f"job #{n} of the batch is a {type(job).__name__}, "
                                       "not a mapping of submit arguments")
-            if not job.keys() <= _SPEC_FIELDS or "type" not in job:
-                unknown = set(job) - _SPEC_FIELDS
+            if not job.keys() <= SUBMIT_FIELDS or "type" not in job:
+                unknown = set(job) - SUBMIT_FIELDS
                 raise ValidationError(
                     f"job #{n} of the batch has unknown field(s) {', '.join(sorted(unknown))}"
                     if unknown else f"job #{n} of the batch has no 'type'")

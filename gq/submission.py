@@ -24,6 +24,11 @@ from gq.errors import CycleError, DuplicateJobId, PayloadTooLarge, ValidationErr
 GENERATED_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{12}")
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
+# The keyword arguments of one submit (Queue.submit, a job of Queue.submit_many, the
+# body of POST /v1/jobs): every name make_spec takes from a caller.
+SUBMIT_FIELDS = frozenset({"type", "payload", "priority", "delay", "run_at", "depends_on",
+                           "key", "id", "max_attempts", "timeout", "lifetime"})
+
 
 def _check_text(what: str, value, max_length: int) -> str:
     if not isinstance(value, str):
@@ -98,6 +103,27 @@ def _check_run_at(delay, run_at, now: float) -> float:
     if isinstance(run_at, (int, float)) and not isinstance(run_at, bool) and math.isfinite(run_at):
         return float(run_at)
     raise ValidationError(f"run_at must be an aware datetime or epoch seconds, got {run_at!r}")
+
+
+def parse_time(text: str, name: str = "run_at") -> float:
+    """A time given as text (a command-line flag, a JSON string) -> epoch seconds.
+
+    Accepted: epoch seconds ("1767258000", "1767258000.5") or ISO 8601 with a
+    timezone ("2026-05-01T09:00:00Z", "...z", "...+02:00"). `name` is what the
+    caller calls the value (--run-at, run_at), for the error message.
+    """
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{name} {text!r} is not an ISO 8601 time (e.g. "
+                              "2026-05-01T09:00:00Z) or epoch seconds") from None
+    if when.tzinfo is None:
+        raise ValidationError(f"{name} {text!r} has no timezone; add Z or +HH:MM")
+    return when.timestamp()
 
 
 def make_spec(type, payload=None, *, priority=0, delay=None, run_at=None, depends_on=None,

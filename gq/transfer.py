@@ -1,4 +1,4 @@
-"""`gq export` / `gq import`: move unfinished jobs between stores (LMDB <-> PostgreSQL).
+"""The export format: move unfinished jobs between stores (LMDB <-> PostgreSQL).
 
 The export is JSON lines. The first line is a header:
   {"gq_export": 1, "paused": [types...], "jobs": N}
@@ -13,18 +13,19 @@ The import stores the jobs as they were, in their original submission order
 was running is imported as scheduled, ready at once, its attempt count kept:
 its worker belonged to the old store. Stop the workers of the source (or pause
 its types) before exporting: the export reads a live store job by job.
+
+The commands over it, `gq export` and `gq import`, are in gq/cli/transfer.py.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import IO, Iterable
 
 import orjson
 
 from gq._core import states as S
-from gq.errors import GQError, ValidationError
+from gq.errors import ValidationError
 from gq.store.records import restore_record
 
 FORMAT = 1
@@ -115,50 +116,3 @@ def import_jobs(store, lines: Iterable[bytes]) -> int:
         store.set_paused(job_type, True)
     return len(records)
 
-
-# -- the CLI's subcommands -------------------------------------------------------
-
-def cmd_export(args) -> int:
-    from gq.cli.main import _open   # refuses a data dir that holds no store (a typo)
-
-    with _open(args) as q:
-        if args.output in (None, "-"):
-            n = export_jobs(q.store, sys.stdout.buffer)
-            sys.stdout.flush()
-        else:
-            with open(args.output, "wb") as f:
-                n = export_jobs(q.store, f)
-    print(f"exported {n} jobs", file=sys.stderr)
-    return 0
-
-
-def cmd_import(args) -> int:
-    import gq
-
-    try:
-        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
-    except OSError as e:
-        raise GQError(f"cannot read {args.file}: {e.strerror}") from None
-    with source, gq.Queue(args.data) as q:
-        n = import_jobs(q.store, source)
-    from gq.store.locations import shown
-    print(f"imported {n} jobs into {shown(args.data)}")
-    return 0
-
-
-def add_subcommands(sub, common) -> None:
-    p = sub.add_parser(
-        "export", parents=[common], help="write unfinished jobs as JSON lines",
-        description="Write every unfinished job (pending, scheduled, running, "
-        "dead_letter) with its state, attempts and dependencies, and the finished jobs "
-        "they depend on, as JSON lines, for `gq import` into another store (LMDB or "
-        "PostgreSQL). Stop the workers first.")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser(
-        "import", parents=[common], help="store the jobs of a `gq export`",
-        description="Store every job of a `gq export` file in --data (a data dir or a "
-        "postgresql:// URL), all in one transaction or none; jobs that were running are "
-        "scheduled to run again.")
-    p.add_argument("file", help="the export file, or - for stdin")
-    p.set_defaults(func=cmd_import)

@@ -156,3 +156,11 @@ def test_a_producer_without_the_handler_submits_unchecked(q, location):
         assert producer.get(job_id).state is gq.State.SCHEDULED
     with pytest.raises(gq.ValidationError):
         q.submit("email", {"subject": "no recipient"})
+
+
+def test_submit_fields_are_the_arguments_make_spec_takes_from_a_caller():
+    import inspect
+
+    from gq.submission import SUBMIT_FIELDS, make_spec
+    taken = set(inspect.signature(make_spec).parameters) - {"max_payload_bytes", "now"}
+    assert SUBMIT_FIELDS == taken

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import warnings
+
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest,
                                values)
 from prometheus_client.metrics import MetricWrapperBase
@@ -33,6 +35,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gq import metrics as M
 from gq import observe
+from gq.jobs import state_from_code
+from gq.store.locations import is_postgres
 
 RUNS_DIR = "metrics"          # under the data dir
 _run_dir: str | None = None   # set while this process is in multi-process mode
@@ -57,10 +61,7 @@ def _remake_values(value_class) -> None:
 def runs_base(location: str) -> str:
     """Where run directories go: under the data dir, or (a PostgreSQL queue,
     which has none) under the system's temp dir."""
-    from gq.store.locations import is_postgres
-
     if is_postgres(location):
-        import tempfile
         return os.path.join(tempfile.gettempdir(), f"gq-{RUNS_DIR}-{os.getuid()}")
     return os.path.join(location, RUNS_DIR)
 
@@ -141,8 +142,6 @@ def _remove_dead_runs(base: str) -> None:
 def refresh_queue_gauges(store) -> None:
     """The gauges read from the store at scrape time: gq_queue_pending by state
     (the store's counts) and gq_jobs_blocked."""
-    from gq.jobs import state_from_code
-
     by_state = {name: 0 for name in ("pending", "scheduled", "running", "completed",
                                      "failed", "dead_letter", "cancelled")}
     for (code, _type), n in store.counts().items():

@@ -67,6 +67,23 @@ def test_submit_with_delay_run_at_and_dependencies(make_queue, serve):
     assert bad_time.status == 400 and "ISO 8601" in bad_time.json["message"]
 
 
+def test_run_at_accepts_what_gq_submit_run_at_accepts(make_queue, serve):
+    from gq.cli.common import parse_run_at
+
+    q = register(make_queue())
+    api = serve(q)
+    for text in ("2099-01-01T00:00:00Z", "2099-01-01T00:00:00z", "2099-01-01T02:00:00+02:00",
+                 "4070908800", "4070908800.5"):
+        r = api("POST", "/v1/jobs", {"type": "ok", "run_at": text})
+        assert r.status == 201, (text, r.json)
+        assert q.get(r.json["id"]).run_at == parse_run_at(text) >= 4070908800.0, text
+    naive = api("POST", "/v1/jobs", {"type": "ok", "run_at": "2099-01-01T00:00:00"})
+    assert naive.status == 400 and naive.json["error"] == "ValidationError"
+    assert "has no timezone; add Z or +HH:MM" in naive.json["message"]
+    with pytest.raises(gq.ValidationError, match="has no timezone"):
+        parse_run_at("2099-01-01T00:00:00")
+
+
 @pytest.mark.parametrize("body, python_kwargs", [
     ({"type": "ok", "priority": 2**40}, {"priority": 2**40}),
     ({"type": "ok", "delay": -1}, {"delay": -1}),
