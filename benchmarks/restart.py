@@ -37,7 +37,7 @@ HOLD_CONCURRENCY = 64
 WORKER = r"""
 import asyncio, json, sys, time
 spawned, path, mode = float(sys.argv[1]), sys.argv[2], sys.argv[3]
-import gq, gq.runtime.worker as W
+import gq, gq.runtime.worker as W, gq.runtime.dispatch as D
 imported = time.monotonic()
 
 def memory():
@@ -58,8 +58,17 @@ def timed(name, fn):
             marks.setdefault(name, time.monotonic() - t)
     return wrapper
 
+def atimed(name, fn):
+    async def wrapper(*args, **kwargs):
+        t = time.monotonic()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            marks.setdefault(name, time.monotonic() - t)
+    return wrapper
+
 W.recover = timed("recovery_s", W.recover)
-W.Worker._refresh_heap = timed("heap_load_s", W.Worker._refresh_heap)
+D.HeapDispatcher.refresh = atimed("heap_load_s", D.HeapDispatcher.refresh)
 q = gq.Queue(path)
 opened = time.monotonic()
 before = memory()
@@ -74,7 +83,7 @@ async def noop(job):
         print(json.dumps({"spawn_to_first_start_s": first - spawned,
                           "interpreter_and_import_s": imported - spawned,
                           "queue_open_s": opened - imported, **marks,
-                          "heap_jobs": len(worker._heap), "before": before,
+                          "heap_jobs": len(worker.dispatcher.heap), "before": before,
                           "after": memory()}), flush=True)
         worker.stop()
 

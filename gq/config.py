@@ -16,6 +16,7 @@ MAX_ATTEMPTS_DEFAULT = 5
 SHUTDOWN_TIMEOUT_DEFAULT = 30.0
 CONCURRENCY_DEFAULT = 64                # jobs one worker process runs at once
 PROCESSES_DEFAULT = 1                   # worker processes of one `gq worker`
+HEARTBEAT_INTERVAL_DEFAULT = 1.0        # how often a worker's running jobs are checked
 BACKOFF_BASE_DEFAULT = 1.0
 BACKOFF_CAP_DEFAULT = 3600.0
 MAX_PAYLOAD_BYTES_DEFAULT = 1 << 20     # 1 MiB of encoded JSON
@@ -107,3 +108,43 @@ class QueueConfig:
             if name in values:
                 values[name] = check_positive_int(name, values[name])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Keyword arguments of `gq.Worker` and the worker's timings, validated once.
+
+    The first four are the Worker's own arguments; the rest are the runtime's
+    settings, named here instead of scattered as constants."""
+
+    concurrency: int = CONCURRENCY_DEFAULT
+    processes: int = PROCESSES_DEFAULT
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT
+    poll_interval: float = 1.0          # safety net should a wake-up datagram be lost
+    ready_scan_limit: int = 10_000      # ready-index rows read per heap refresh step
+    state_check_min_gap: float = 0.05   # doorbell-driven cancel checks, at most this often
+    # An outcome that would commit alone (no ready job to claim in its slot) waits
+    # up to this long for a claim to carry it: at a steady trickle of work, one
+    # commit per job instead of two. Never when work is waiting nor while stopping.
+    outcome_linger: float = 0.005
+    outcome_retry_delay: float = 0.5    # after a storage failure, before outcomes retry
+    retention_interval: float = 3600.0  # how often a worker purges past the retention
+    recovery_interval: float = 5.0      # full recovery passes (deaths: every heartbeat)
+    restart_delay: float = 0.2          # processes=N: before replacing a dead child...
+    restart_delay_max: float = 10.0     # ...doubling while children keep dying quickly
+    stuck_grace: float = 2.0            # past its timeout, a handler holding its slot is stuck
+    watchdog_period: float = 0.25       # how often the watchdog looks for stuck handlers
+
+    @classmethod
+    def validated(cls, *, concurrency=CONCURRENCY_DEFAULT, processes=PROCESSES_DEFAULT,
+                  shutdown_timeout=SHUTDOWN_TIMEOUT_DEFAULT,
+                  heartbeat_interval=HEARTBEAT_INTERVAL_DEFAULT) -> "WorkerConfig":
+        """The Worker's arguments checked in order, each error naming its argument."""
+        return cls(
+            concurrency=check_positive_int("concurrency", concurrency, allow_none=False),
+            processes=check_positive_int("processes", processes, allow_none=False),
+            shutdown_timeout=check_duration("shutdown_timeout", shutdown_timeout,
+                                            allow_none=False, allow_zero=True),
+            heartbeat_interval=check_duration("heartbeat_interval", heartbeat_interval,
+                                              allow_none=False))

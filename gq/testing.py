@@ -181,7 +181,7 @@ def _idle(worker, q: gq.Queue, store) -> bool:
     nothing held by the worker, no job of a handled, unpaused type in the ready
     index, none running in the store (a claim in flight shows up there), and no
     delayed job already due."""
-    if worker._running or worker._outcomes:
+    if worker.holding():
         return False
     paused = store.paused_types()
     if any(job_type in q.handlers and job_type not in paused

@@ -27,8 +27,6 @@ from gq.metrics import RECOVERY_JOBS_RECLAIMED, STUCK_JOBS_DETECTED
 
 log = logging.getLogger("gq.recovery")
 
-RECOVERY_INTERVAL = 5.0   # full passes (dead owners, expired leases); deaths are
-                          # noticed between them by DeathWatch, every heartbeat
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 

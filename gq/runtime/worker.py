@@ -1,11 +1,27 @@
 """Worker: claim ready jobs, run their handlers, record outcomes, drain on SIGTERM.
 
-One event loop (uvloop when installed) per worker process. The dispatcher keeps
-a compiled `ReadyHeap` mirroring the store's ready index; it learns about new
-work by reading the index after the last seq it saw, woken by the store's
-doorbell (a datagram from whichever process committed the work), with a slow
-poll as a safety net. Claims and completions go through the group-commit
-writer, so a busy worker batches many of them per fsync.
+One event loop (uvloop when installed) per worker process. The worker keeps the
+life cycle (serve/run/stop/drain, signals, start-up recovery) and the book of
+the jobs it holds, and wires the units together:
+
+- a dispatcher (gq.runtime.dispatch) chooses what to claim, picked once from
+  `store.capabilities`: a heap mirroring a ready-feed store's index, or claim
+  quotas for a store that picks jobs itself;
+- a Runner (gq.runtime.execution) runs one handler and decides its outcome;
+- an OutcomeWriter (gq.runtime.outcomes) batches outcomes into commits that
+  also claim the next jobs;
+- the heartbeat chores (gq.runtime.maintenance) extend leases, check for
+  cancels, recover, sweep and purge.
+
+The worker learns about new work from the store's doorbell (a datagram from
+whichever process committed the work), with a slow poll as a safety net.
+
+No store call blocks the event loop: every call that can wait on a lock, the
+network or an fsync runs off it, through the store's `a`-prefixed coroutine
+twin (aclaim, afinish_many_and_claim, aextend, apromote_due, apurge,
+aexpire_lifetimes, ahand_back) or `asyncio.to_thread` (next_due, paused_types,
+states_of, recovery). The one exception is documented at
+HeapDispatcher.refresh.
 
 Every duration here (timeouts, heartbeats, leases) is on the monotonic clock.
 """
@@ -19,75 +35,26 @@ import secrets
 import signal
 import socket
 import time
-import traceback
 
-import orjson
-
-from gq import observe, plain_json
-from gq._core import states as S
-from gq._core.heap import ReadyHeap
-from gq.config import (CONCURRENCY_DEFAULT, PROCESSES_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT,
-                       check_duration, check_positive_int)
-from gq.errors import (GQError, PermanentError, PersistenceError, TemporaryError,
-                       ValidationError)
-from gq.jobs import Category, JobError
+from gq import observe
+from gq.config import (CONCURRENCY_DEFAULT, HEARTBEAT_INTERVAL_DEFAULT, PROCESSES_DEFAULT,
+                       SHUTDOWN_TIMEOUT_DEFAULT, WorkerConfig)
+from gq.errors import GQError, ValidationError
+from gq.jobs import Category
+from gq.runtime.dispatch import dispatcher_for
+from gq.runtime.execution import Job, Outcome, Running, Runner
+from gq.runtime.maintenance import (LeaseExtension, Maintenance, RecoveryPass,
+                                    RetentionPurge, StateCheck)
+from gq.runtime.outcomes import OutcomeWriter
 from gq.runtime.periodic import PeriodicScheduler
-from gq.runtime.processes import EXIT_REPLACE, start_watchdog
-from gq.runtime.claims import QuotaBook
-from gq.runtime.recovery import RECOVERY_INTERVAL, reclaim_after_reboot, recover
-from gq.retry import backoff_delay, should_retry
-from gq.runtime.sweeps import sweep
+from gq.runtime.recovery import reclaim_after_reboot, recover
+from gq.runtime.supervisor import EXIT_REPLACE, run_processes
 from gq.runtime.threads import DaemonThreadPool
+from gq.runtime.watchdog import start_watchdog
+
+__all__ = ["Job", "Worker", "HEARTBEAT_INTERVAL_DEFAULT"]
 
 log = logging.getLogger("gq.worker")
-
-HEARTBEAT_INTERVAL_DEFAULT = 1.0   # how often running jobs are checked (cancel, lease)
-RETENTION_INTERVAL = 3600.0        # how often a worker purges jobs past the retention
-POLL_INTERVAL = 1.0                # safety net should a wake-up datagram be lost
-READY_SCAN_LIMIT = 10_000          # ready-index rows read per refresh step
-STATE_CHECK_MIN_GAP = 0.05         # doorbell-driven cancel checks, at most this often
-OUTCOME_RETRY_DELAY = 0.5          # after a storage failure, before outcomes are retried
-# An outcome that would commit alone (no ready job to claim in its slot) waits
-# up to this long for a claim to carry it: at a steady trickle of work, one
-# commit per job instead of two, and the disk's commit rate is what bounds an
-# idle worker's submit-to-start latency. Never when work is waiting (a drain
-# commits at once) nor while stopping. Until it is durable the job stays
-# `running`: a crash in that window runs it again, as with any crash mid-job.
-OUTCOME_LINGER = 0.005
-
-
-class Job:
-    """What a handler receives: the job's id, type, payload and attempt number."""
-
-    __slots__ = ("id", "type", "payload", "attempt", "max_attempts", "priority",
-                 "created_at", "key")
-
-    def __init__(self, record, max_attempts: int):
-        self.id = record.id
-        self.type = record.type
-        self.payload = orjson.loads(record.payload)
-        self.attempt = record.attempts
-        self.max_attempts = max_attempts
-        self.priority = record.priority
-        self.created_at = record.created_at
-        self.key = record.key or None
-
-    def __repr__(self) -> str:
-        return f"<gq.Job {self.id} type={self.type!r} attempt={self.attempt}>"
-
-
-class _Running:
-    """Book-keeping of one job this worker holds."""
-
-    __slots__ = ("record", "task", "handler_task", "stop_reason", "finishing", "deadline")
-
-    def __init__(self, record):
-        self.record = record
-        self.task: asyncio.Task | None = None          # the _run coroutine
-        self.handler_task: asyncio.Future | None = None  # a sync handler's thread
-        self.stop_reason: str | None = None   # "timeout", "cancelled", "lease lost", "shutdown"
-        self.finishing = False                # the handler returned: too late to stop it
-        self.deadline = float("inf")          # monotonic time its execution timeout passes
 
 
 class Worker:
@@ -108,16 +75,18 @@ class Worker:
                  instance_id: str | None = None, rng=None, supervised: bool = False,
                  http: str | None = None, http_token: str | None = None):
         self.queue = queue
-        self.concurrency = check_positive_int("concurrency", concurrency, allow_none=False)
-        self.processes = check_positive_int("processes", processes, allow_none=False)
-        self.shutdown_timeout = check_duration("shutdown_timeout", shutdown_timeout,
-                                               allow_none=False, allow_zero=True)
-        self.heartbeat_interval = check_duration("heartbeat_interval", heartbeat_interval,
-                                                 allow_none=False)
+        self.config = config = WorkerConfig.validated(
+            concurrency=concurrency, processes=processes, shutdown_timeout=shutdown_timeout,
+            heartbeat_interval=heartbeat_interval)
+        self.concurrency = config.concurrency
+        self.processes = config.processes
+        self.shutdown_timeout = config.shutdown_timeout
+        self.heartbeat_interval = config.heartbeat_interval
         if not queue.handlers:
             raise ValidationError("the queue has no handlers: register some with "
                                   "@queue.handler(type) before starting a Worker")
         if http is not None:
+            # imported here: the HTTP server (aiohttp) loads only when it is asked for
             from gq.http.server import parse_bind
             parse_bind(http)      # a bad address fails here, not after startup
         self.http = http
@@ -128,12 +97,8 @@ class Worker:
         self.instance_id = instance_id or \
             f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._rng = rng
-        self._heap = ReadyHeap()
-        self._last_seen = 0
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._running_by_type: dict[str, int] = {}
-        self._paused_by_operator: frozenset[str] = frozenset()
-        self._paused_by_limit: set[str] = set()
         self._stopping = False
         self._claims = 0                              # claims sent, not yet answered
         self._claims_settled: asyncio.Event | None = None
@@ -142,40 +107,56 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pool = DaemonThreadPool(name="gq-handler")
-        self._last_state_check = 0.0
-        self._last_extend = 0.0
-        self._last_recovery = 0.0
-        self._deaths = None            # DeathWatch, from serve()
-        self._last_purge = time.monotonic()
-        self._outcomes: list = []                 # (running, outcome) waiting for a commit
-        self._outcome_writer: asyncio.Task | None = None
-        self._outcomes_retry_at = 0.0   # after a failed outcome commit: not before then
         self._doorbell = None          # this worker's wake-up socket (see serve)
-        self._new_work = True          # the doorbell rang since the last heap refresh
-        self._pulls = False            # the store picks jobs by quota (PostgreSQL): no heap
-        self._quotas = QuotaBook()     # what claims in flight were promised (pull mode)
-        self.completed = 0     # attempts recorded by this worker (all outcomes)
+        self._new_work = True          # the doorbell rang since the last refresh
+        self.runner = Runner(queue, recorder=self._recorder, pool=self._pool, rng=rng,
+                             on_unstoppable=self._on_unstoppable)
+        # chosen once, from store.capabilities
+        self.dispatcher = dispatcher_for(queue, scan_limit=config.ready_scan_limit)
+        self.outcomes = OutcomeWriter(
+            queue, self.dispatcher, owner=self.instance_id, config=config,
+            recorder=self._recorder, running_by_type=self._running_by_type,
+            claiming=self._claiming, release=self._forget, started=self._started,
+            stopping=lambda: self._stopping, rang=self._rang, refresh=self._refresh)
+        self._states = StateCheck(queue, self.instance_id, self._running,
+                                  self._stop_handler, config.state_check_min_gap)
         # A child of `processes=N`: a handler that cannot be stopped ends the process
-        # (the supervisor replaces it); see gq.runtime.processes.
+        # (the supervisor replaces it); see gq.runtime.supervisor.
         self._supervised = supervised
         self._exit_code = 0
+
+    @property
+    def completed(self) -> int:
+        """Attempts recorded by this worker (all outcomes)."""
+        return self.outcomes.completed
 
     # -- running ------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT, then drain gracefully. Blocks; returns 0."""
         if self.processes > 1:
-            from gq.runtime.processes import run_processes
-            return run_processes(self)
+            return run_processes(self, self._child)
         try:
+            # imported here: uvloop is optional (a dependency on POSIX only)
             import uvloop
             return uvloop.run(self.serve(handle_signals=True))
         except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
             return asyncio.run(self.serve(handle_signals=True))
 
+    def _child(self, instance_id: str) -> "Worker":
+        """The worker of one child process of `processes=N`."""
+        return Worker(self.queue, concurrency=self.concurrency,
+                      shutdown_timeout=self.shutdown_timeout,
+                      heartbeat_interval=self.heartbeat_interval,
+                      instance_id=instance_id, supervised=True)
+
     @property
     def stopping(self) -> bool:
         """True once the worker began to drain (a signal, or `stop()`)."""
         return self._stopping
+
+    def holding(self) -> bool:
+        """Whether the worker holds jobs: running, or with an outcome not yet written."""
+        return bool(self._running) or bool(self.outcomes.pending)
 
     def stop(self) -> None:
         """Ask a serving worker to drain and return (thread-safe)."""
@@ -192,10 +173,10 @@ class Worker:
         self._claims_settled = asyncio.Event()
         self._claims_settled.set()
         if self.http is not None:
+            # imported here: the HTTP server (aiohttp) loads only when it is asked for
             from gq.http.server import serve_worker_http
             self._http_server = await serve_worker_http(self)
         store = self.queue.store
-        self._pulls = store.capabilities.claims_by_quota
         sock = self._doorbell = store.doorbell.listen(self.instance_id)
         loop.add_reader(sock.fileno(), self._on_doorbell, sock)
         if handle_signals:
@@ -204,17 +185,27 @@ class Worker:
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
                  self.concurrency, ", ".join(sorted(self.queue.handlers)))
         liveness = store.liveness.announce(self.instance_id)
-        self._deaths = store.liveness.death_watch(self.instance_id)
-        if self._deaths is not None:
-            self._deaths.noticed()   # the dead known now are handled by the pass below
-        reclaimed = reclaim_after_reboot(store) + recover(store)
+        deaths = store.liveness.death_watch(self.instance_id)
+        if deaths is not None:
+            deaths.noticed()   # the dead known now are handled by the pass below
+        # start-up recovery writes and fsyncs: on a thread, not the loop
+        reclaimed = await asyncio.to_thread(
+            lambda: reclaim_after_reboot(store) + recover(store))
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
-        self._last_recovery = time.monotonic()
-        heartbeat = loop.create_task(self._heartbeat_loop())
+        config = self.config
+        recovery = RecoveryPass(self.queue, deaths, config.recovery_interval, self._wake.set)
+        recovery.done()
+        chores = Maintenance(
+            self.queue, interval=self.heartbeat_interval,
+            purge=RetentionPurge(self.queue, config.retention_interval), recovery=recovery,
+            states=self._states,
+            leases=LeaseExtension(self.queue, self.instance_id, self._running,
+                                  self._stop_handler))
+        heartbeat = loop.create_task(chores.run())
         periodic = loop.create_task(PeriodicScheduler(self.queue).run()) \
             if self.queue.schedules else None
         if self._supervised:
-            start_watchdog(self)
+            start_watchdog(self, grace=config.stuck_grace, period=config.watchdog_period)
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -247,14 +238,18 @@ class Worker:
         self._wake.set()
 
     def _rang(self) -> bool:
-        """Whether the doorbell rang since the heap was last refreshed. Reads the
-        socket itself too: a ring may not have reached the loop's callback yet."""
+        """Whether the doorbell rang since the last refresh. Reads the socket
+        itself too: a ring may not have reached the loop's callback yet."""
         try:
             while self._doorbell.recv(64):
                 self._new_work = True
         except (BlockingIOError, InterruptedError):
             pass
         return self._new_work
+
+    async def _refresh(self) -> None:
+        self._new_work = False
+        await self.dispatcher.refresh()
 
     def _begin_shutdown(self) -> None:
         if not self._stopping:
@@ -264,6 +259,13 @@ class Worker:
             log.info("Graceful shutdown initiated")
         if self._wake is not None:
             self._wake.set()
+
+    def _on_unstoppable(self) -> None:
+        """A sync handler's timeout passed and its thread cannot be stopped."""
+        if self._supervised:
+            # drain, then let the supervisor replace this process
+            self._exit_code = EXIT_REPLACE
+            self._begin_shutdown()
 
     async def _claiming(self, write):
         """Await `write`, a store write that claims jobs, counted as in flight."""
@@ -276,9 +278,8 @@ class Worker:
             if not self._claims:
                 self._claims_settled.set()
 
-    @staticmethod
-    def _idle_timeout(next_due: float | None) -> float:
-        timeout = POLL_INTERVAL
+    def _idle_timeout(self, next_due: float | None) -> float:
+        timeout = self.config.poll_interval
         if next_due is not None:
             timeout = min(timeout, max(0.0, next_due - time.time()))
         return timeout
@@ -288,217 +289,46 @@ class Worker:
         """Promote due delayed jobs, learn new ready ones, fill free slots.
         Returns when the next delayed job falls due (None: none waiting)."""
         store = self.queue.store
-        next_due = store.next_due()
+        next_due = await asyncio.to_thread(store.next_due)
         if next_due is not None and next_due <= time.time():
             await store.apromote_due(now=time.time())
-            next_due = store.next_due()
+            next_due = await asyncio.to_thread(store.next_due)
         await self._fill_slots(store)
         return next_due
 
     async def _fill_slots(self, store) -> None:
-        self._refresh_heap(store)
-        if self._running and time.monotonic() - self._last_state_check > STATE_CHECK_MIN_GAP:
-            self._check_running_states()
+        await self._refresh()
+        if self._states.due():
+            await self._states.check()
         self._recorder.flush(len(self._running))
         # Outcomes not yet handed to a commit ride along with this claim: one
         # commit records them and refills the slots they free.
-        carried = self._outcomes if time.monotonic() >= self._outcomes_retry_at else []
+        carried = self.outcomes.carried()
         free = self.concurrency - len(self._running) + len(carried)
         if free <= 0:
             return
-        candidates = self._pick(free)
+        candidates = self.dispatcher.pick(free, self._running_by_type)
         if not candidates:
             return
         if carried:
-            self._outcomes = []
-            stale = await self._commit_outcomes(carried, candidates)
+            stale = await self.outcomes.commit(self.outcomes.take(), candidates)
         else:
             visibility = self.queue.config.visibility_timeout
             try:
                 claimed = await self._claiming(store.aclaim(
-                    self._claim_args(candidates), owner=self.instance_id,
+                    self.dispatcher.claim_args(candidates), owner=self.instance_id,
                     lease_deadline=time.monotonic() + visibility, now=time.time()))
             except GQError as e:      # the store failed: keep serving, try again later
                 log.error("claim failed: %s", e)
-                self._unpick(candidates)
+                self.dispatcher.unpick(candidates)
                 return
-            stale = self._started(candidates, claimed)
+            stale = await self._started(candidates, claimed)
         if stale:
             self._wake.set()   # some were stale: look again at once
 
-    def _refresh_heap(self, store) -> None:
-        self._new_work = False
-        handlers = self.queue.handlers
-        while not self._pulls:
-            # a ready-feed store (capabilities.ready_feed) parses its rows in the core
-            n, last = store.push_ready_after(self._heap, self._last_seen, READY_SCAN_LIMIT,
-                                             handlers)
-            if n:
-                self._last_seen = last
-            if n < READY_SCAN_LIMIT:
-                break
-        paused = store.paused_types()
-        if paused != self._paused_by_operator:
-            self._paused_by_operator = paused
-            self._sync_heap_pauses()
-
-    def _sync_heap_pauses(self) -> None:
-        wanted = set(self._paused_by_operator) | self._paused_by_limit
-        for job_type in self._heap.paused_types() - wanted:
-            self._heap.resume(job_type)
-        for job_type in wanted:
-            self._heap.pause(job_type)
-
-    def _pick(self, free: int) -> list:
-        """Pop up to `free` runnable entries, honouring per-type limits (a type at
-        its limit is paused in the heap, so it costs nothing to skip). A store
-        that picks jobs itself gets a quota instead (gq.runtime.claims)."""
-        if self._pulls:
-            return self._quotas.take(self.queue.handlers, self._running_by_type, free)
-        picked = []
-        handlers = self.queue.handlers
-        counts = dict(self._running_by_type)
-        while len(picked) < free:
-            entry = self._heap.pop()
-            if entry is None:
-                break
-            job_type = entry[1]
-            picked.append(entry)
-            counts[job_type] = counts.get(job_type, 0) + 1
-            limit = handlers[job_type].concurrency
-            if limit is not None and counts[job_type] >= limit:
-                self._paused_by_limit.add(job_type)
-                self._heap.pause(job_type)
-        return picked
-
-    def _start(self, record) -> None:
-        self._recorder.started(record)
-        running = _Running(record)
-        self._running[record.id] = running
-        self._running_by_type[record.type] = self._running_by_type.get(record.type, 0) + 1
-        running.task = self._loop.create_task(self._run(running))
-
-    def _forget(self, running: _Running) -> None:
-        record = running.record
-        self._running.pop(record.id, None)
-        n = self._running_by_type.get(record.type, 1) - 1
-        self._running_by_type[record.type] = n
-        if record.type in self._paused_by_limit:
-            limit = self.queue.handlers[record.type].concurrency
-            if limit is None or n < limit:
-                self._paused_by_limit.discard(record.type)
-                self._sync_heap_pauses()
-        if self._wake is not None:
-            self._wake.set()
-
-    # -- running one job ------------------------------------------------------------
-    def _settings(self, record):
-        spec = self.queue.handlers[record.type]
-        config = self.queue.config
-        timeout = record.timeout if record.timeout > 0 else (spec.timeout or config.timeout)
-        max_attempts = record.max_attempts or spec.max_attempts or config.max_attempts
-        return spec, timeout, max_attempts
-
-    async def _run(self, running: _Running) -> None:
-        record = running.record
-        spec, timeout, max_attempts = self._settings(record)
-        try:
-            try:
-                job = Job(record, max_attempts)
-            except Exception as e:    # a payload that does not decode cannot run
-                problem = f"{type(e).__name__}: {e}"
-            else:
-                problem = spec.validation_problem(job.payload)
-            if problem is not None:
-                outcome = self._failure(record, spec, max_attempts, Category.PERMANENT,
-                                        f"validation failed: {problem}", None)
-            else:
-                began = time.monotonic()
-                outcome = await self._call_handler(running, spec, job, timeout, max_attempts)
-                if outcome is not None:
-                    self._recorder.ran(record.type, time.monotonic() - began)
-        except BaseException:
-            self._forget(running)
-            raise
-        running.finishing = True
-        if outcome is None:
-            self._forget(running)   # cancelled, lease lost, or shutdown: nothing to record
-            return
-        # The slot stays held until the outcome is durable (see _commit_outcomes).
-        self._outcomes.append((running, outcome))
-        if self._outcome_writer is None or self._outcome_writer.done():
-            self._outcome_writer = self._loop.create_task(self._write_outcomes())
-
-    async def _write_outcomes(self) -> None:
-        """Record the outcomes of every job that ended since the last commit in one
-        transaction, which also claims jobs for the slots they free. With no job
-        ready to claim, first give one OUTCOME_LINGER to arrive: the dispatcher's
-        claim then carries these outcomes (see _fill_slots)."""
-        store = self.queue.store
-        await asyncio.sleep(0)   # let the other jobs ending in this loop turn queue up
-        lingered = None     # the outcome list that already had its linger
-        while self._outcomes:
-            wait = self._outcomes_retry_at - time.monotonic()
-            if wait <= 0 and self._outcomes is not lingered and not (
-                    self._stopping or self._pulls or self._rang() or self._heap.peek()):
-                wait, lingered = OUTCOME_LINGER, self._outcomes
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue     # the dispatcher's claim may have taken them meanwhile
-            batch, self._outcomes = self._outcomes, []
-            if not self._stopping and self._rang():
-                # work became ready since the last look: learn it first, so the
-                # freed slots go to the best job committed so far
-                self._refresh_heap(store)
-            candidates = [] if self._stopping else self._pick(len(batch))
-            await self._commit_outcomes(batch, candidates)
-
-    async def _commit_outcomes(self, batch, candidates) -> bool:
-        """One commit: the outcomes of `batch` ((running, outcome) pairs) and the
-        claim of `candidates`. Returns whether some candidates were stale. After a
-        storage failure the outcomes wait again, retried in OUTCOME_RETRY_DELAY,
-        rather than leave the jobs to their lease and run them twice."""
-        store = self.queue.store
-        finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
-        try:
-            write = store.afinish_many_and_claim(
-                finishes, owner=self.instance_id, now=time.time(),
-                candidates=self._claim_args(candidates),
-                lease_deadline=time.monotonic() + self.queue.config.visibility_timeout)
-            refused, claimed = await (self._claiming(write) if candidates else write)
-        except PersistenceError as e:
-            log.error("could not record the outcomes of %d jobs: %s; retrying in %gs",
-                      len(batch), e, OUTCOME_RETRY_DELAY)
-            self._unpick(candidates)
-            self._outcomes[:0] = batch
-            self._outcomes_retry_at = time.monotonic() + OUTCOME_RETRY_DELAY
-            if self._outcome_writer is None or self._outcome_writer.done():
-                self._outcome_writer = self._loop.create_task(self._write_outcomes())
-            return False
-        except GQError as e:
-            log.error("could not record the outcomes of %d jobs: %s", len(batch), e)
-            refused, claimed = {}, []
-        completed_by_type: dict[str, int] = {}
-        for running, outcome in batch:
-            record = running.record
-            problem = refused.get(record.id)
-            if problem is not None:
-                log.warning("%s", problem, extra={"job_id": record.id,
-                                                  "job_type": record.type,
-                                                  "attempt": record.attempts})
-            else:
-                self.completed += 1
-                if outcome[0] == S.COMPLETED:
-                    completed_by_type[record.type] = \
-                        completed_by_type.get(record.type, 0) + 1
-            self._forget(running)
-        if completed_by_type:
-            self._recorder.completed(completed_by_type)
-        return self._started(candidates, claimed)
-
-    def _started(self, candidates, claimed) -> bool:
+    async def _started(self, candidates, claimed) -> bool:
         """Start what a claim of `candidates` returned; True if some were stale
-        (the heap's that were skipped go back to it, see _hold_back). A claim
+        (the dispatcher takes back what it should, see its `settle`). A claim
         answered after the stop began hands its jobs back instead."""
         if self._stopping and claimed:
             self._handing_back.append(self._loop.create_task(self._hand_back(claimed)))
@@ -506,11 +336,7 @@ class Worker:
         for record in claimed:
             self._start(record)
         self._recorder.flush(len(self._running))
-        self._quotas.settle(candidates)
-        if len(claimed) < len(candidates) and not self._pulls:
-            self._hold_back(candidates, claimed)
-            return True
-        return False
+        return await self.dispatcher.settle(candidates, claimed)
 
     async def _hand_back(self, records) -> None:
         """Jobs claimed as the stop began will not run here: back to scheduled
@@ -528,170 +354,65 @@ class Worker:
         log.info("handed back %d jobs claimed as the worker stopped; they keep their "
                  "attempts and run on the next worker", len(handed))
 
-    def _unpick(self, candidates) -> None:
-        """A claim of `candidates` failed: release their quota, back to the heap."""
-        self._quotas.settle(candidates)
-        for entry in [] if self._pulls else candidates:
-            self._heap.push(*entry)
+    # -- the jobs held --------------------------------------------------------------
+    def _start(self, record) -> None:
+        self._recorder.started(record)
+        running = Running(record)
+        self._running[record.id] = running
+        self._running_by_type[record.type] = self._running_by_type.get(record.type, 0) + 1
+        running.task = self._loop.create_task(self._run(running))
 
-    def _claim_args(self, candidates):
-        """Heap entries as (id, ready_seq) pairs; a quota as it is."""
-        return candidates if self._pulls else [(c[0], c[3]) for c in candidates]
-
-    def _hold_back(self, candidates, claimed) -> None:
-        """Candidates a claim skipped because their type was paused in the
-        meantime (the claim checks inside its transaction) go back to the heap,
-        to run once the type is resumed; the stale ones are dropped."""
-        got = {record.id for record in claimed}
-        paused = self.queue.store.paused_types()
-        for entry in candidates:
-            if entry[0] not in got and entry[1] in paused:
-                self._heap.push(*entry)
-        if paused != self._paused_by_operator:
-            self._paused_by_operator = paused
-            self._sync_heap_pauses()
-
-    async def _call_handler(self, running, spec, job, timeout, max_attempts):
-        """Run the handler under its execution timeout; return the outcome, or None
-        when the attempt was stopped from outside (cancel, lost lease, shutdown).
-
-        An async handler runs inside this job's own task (no extra task per job):
-        a timer cancels that task when the timeout passes, and the reason set by
-        whoever cancelled tells a timeout from a cancel. A sync handler runs on a
-        daemon thread; on timeout its thread is abandoned, its slot freed."""
+    def _forget(self, running: Running) -> None:
         record = running.record
-        running.deadline = time.monotonic() + timeout
-        timer = self._loop.call_later(timeout, self._stop_handler, record.id, "timeout")
+        self._running.pop(record.id, None)
+        n = self._running_by_type.get(record.type, 1) - 1
+        self._running_by_type[record.type] = n
+        self.dispatcher.released(record.type, n)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _run(self, running: Running) -> None:
         try:
-            if spec.is_async:
-                value = await spec.fn(job)
-            else:
-                running.handler_task = self._pool.submit(self._loop, spec.fn, job)
-                value = await running.handler_task
-        except asyncio.CancelledError:
-            reason = running.stop_reason
-            if reason is None:
-                raise          # the worker itself is being torn down
-            _uncancel()
-            if reason == "timeout" and self._supervised and not spec.is_async:
-                # its thread cannot be stopped: drain, then let the supervisor
-                # replace this process
-                self._exit_code = EXIT_REPLACE
-                self._begin_shutdown()
-            if reason == "timeout":
-                return self._failure(record, spec, max_attempts, Category.TIMEOUT,
-                                     f"execution timeout after {timeout:g}s; handler "
-                                     "cancelled", None)
-            log.info("job %s (%s) attempt %d stopped: %s", record.id, record.type,
-                     record.attempts, reason,
-                     extra={"job_id": record.id, "job_type": record.type,
-                            "attempt": record.attempts, "reason": reason})
-            return None
-        except TemporaryError as exc:
-            return self._failure(record, spec, max_attempts, Category.TEMPORARY,
-                                 f"{type(exc).__name__}: {exc}", None)
-        except PermanentError as exc:
-            return self._failure(record, spec, max_attempts, Category.PERMANENT,
-                                 f"{type(exc).__name__}: {exc}", None)
-        except Exception as exc:   # anything else is a bug or a crash: `system`
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            return self._failure(record, spec, max_attempts, Category.SYSTEM,
-                                 f"{type(exc).__name__}: {exc}", tb)
-        finally:
-            timer.cancel()
-        try:
-            return S.COMPLETED, plain_json.encode(value, "result"), b"", 0.0
-        except ValidationError as e:   # stored changed is worse than not stored
-            return self._failure(record, spec, max_attempts, Category.PERMANENT,
-                                 f"the handler's result is not plain JSON: {e}", None)
-
-    def _failure(self, record, spec, max_attempts, category, message, tb):
-        """The outcome of a failed attempt: retry later, failed, or dead_letter."""
-        attempt = record.attempts
-        error = JobError(category, message, tb, attempt).to_json()
-        if should_retry(category, attempt, max_attempts, spec.retry_system_errors):
-            config = self.queue.config
-            delay = backoff_delay(attempt, spec.backoff_base or config.backoff_base,
-                                  spec.backoff_cap or config.backoff_cap, self._rng)
-            state, verdict = S.SCHEDULED, f"retry in {delay:.2f}s"
-            run_at = time.time() + delay
-        else:
-            run_at = 0.0
-            if category is Category.PERMANENT:
-                state, verdict = S.FAILED, "failed permanently"
-            else:
-                state, verdict = S.DEAD_LETTER, f"dead-lettered after {attempt} attempts"
-        log.log(logging.ERROR if category is Category.SYSTEM else logging.WARNING,
-                "job %s (%s) attempt %d/%d failed [%s]: %s; %s%s", record.id, record.type,
-                attempt, max_attempts, category.value, message, verdict,
-                f"\n{tb}" if tb else "",
-                extra={"job_id": record.id, "job_type": record.type, "attempt": attempt,
-                       "max_attempts": max_attempts, "category": category.value,
-                       "outcome": S.STATE_NAMES[state]})
-        observe.attempt_failed(record.type, category.value, retried=state == S.SCHEDULED,
-                               dead_lettered=state == S.DEAD_LETTER)
-        return state, b"", error, run_at
-
-    # -- heartbeats, cancellation, leases ---------------------------------------------
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            await sweep(self.queue)    # lifetimes, blocked and depth gauges
-            if time.monotonic() - self._last_purge >= RETENTION_INTERVAL:
-                self._last_purge = time.monotonic()
-                try:
-                    n = await self.queue.store.apurge(
-                        older_than=self.queue.config.retention, now=time.time())
-                    if n:
-                        log.info("retention: purged %d finished jobs older than %gs", n,
-                                 self.queue.config.retention)
-                except GQError as e:
-                    log.error("retention purge failed: %s", e)
-            if time.monotonic() - self._last_recovery >= RECOVERY_INTERVAL or \
-                    (self._deaths is not None and self._deaths.noticed()):
-                self._last_recovery = time.monotonic()
-                try:
-                    if recover(self.queue.store):
-                        self._wake.set()
-                except GQError as e:
-                    log.error("recovery pass failed: %s", e)
-            if not self._running:
-                continue
-            self._check_running_states()
-            visibility = self.queue.config.visibility_timeout
-            if time.monotonic() - self._last_extend >= visibility / 3:
-                self._last_extend = time.monotonic()
-                leases = [(job_id, r.record.attempts) for job_id, r in self._running.items()]
-                try:
-                    lost = await self.queue.store.aextend(
-                        leases, owner=self.instance_id,
-                        lease_deadline=time.monotonic() + visibility)
-                except GQError as e:
-                    log.error("lease extension failed: %s", e)
-                    continue
-                for job_id in lost:
-                    self._stop_handler(job_id, "lease lost")
-
-    def _check_running_states(self) -> None:
-        """Stop handlers of jobs that are no longer ours (cancelled, recovered)."""
-        self._last_state_check = time.monotonic()
-        states = self.queue.store.states_of(list(self._running))
-        for job_id, running in list(self._running.items()):
-            state, attempts, owner = states.get(job_id, (None, None, None))
-            if state == S.RUNNING and attempts == running.record.attempts \
-                    and owner == self.instance_id:
-                continue
-            self._stop_handler(job_id, "cancelled" if state == S.CANCELLED else
-                               "lifetime ended" if state == S.DEAD_LETTER else "lease lost")
+            outcome = await self.runner.run(running)
+        except BaseException:
+            self._forget(running)
+            raise
+        running.finishing = True
+        if outcome is None:
+            self._forget(running)   # cancelled, lease lost, or shutdown: nothing to record
+            return
+        # The slot stays held until the outcome is durable (see OutcomeWriter).
+        self.outcomes.add(running, outcome)
 
     def _stop_handler(self, job_id: str, reason: str) -> None:
         running = self._running.get(job_id)
-        if running is None or running.stop_reason is not None or running.finishing:
-            return
-        running.stop_reason = reason
-        # a sync handler: cancel the await of its thread; async: the job's task
-        target = running.handler_task if running.handler_task is not None else running.task
-        target.cancel()
+        if running is not None:
+            running.stop(reason)
+
+    # -- what the watchdog asks (from its own thread) -------------------------------
+    def stuck(self, grace: float) -> list[Running]:
+        """Jobs whose handler is still going `grace` seconds past its timeout."""
+        now = time.monotonic()
+        return [r for r in list(self._running.values())
+                if not r.finishing and now > r.deadline + grace]
+
+    def record_unstoppable(self, running: Running) -> Outcome:
+        """Record the timeout of a handler that did not stop (the process is about
+        to be replaced), synchronously: the event loop may be the one stuck."""
+        record = running.record
+        spec, timeout, max_attempts = self.runner.settings(record)
+        outcome = self.runner.failure(
+            record, spec, max_attempts, Category.TIMEOUT,
+            f"execution timeout after {timeout:g}s; the handler did not stop, so "
+            "its worker process was replaced", None)
+        try:
+            self.queue.store.finish(record.id, attempt=record.attempts,
+                                    owner=self.instance_id, state=outcome.state,
+                                    now=time.time(), error=outcome.error,
+                                    run_at=outcome.run_at)
+        except Exception as e:  # noqa: BLE001 - the process exits regardless
+            log.error("could not record the timeout of job %s: %s", record.id, e)
+        return outcome
 
     # -- graceful drain ---------------------------------------------------------------
     async def _drain(self) -> None:
@@ -707,27 +428,20 @@ class Worker:
                         "stay running and are rescheduled when a worker next starts",
                         self.shutdown_timeout, len(pending))
             for running in list(self._running.values()):
-                self._stop_handler(running.record.id, "shutdown")
+                running.stop("shutdown")
             await self._wait_running(time.monotonic() + 5.0)
 
     async def _wait_running(self, deadline: float) -> list:
         """Wait until every held job has ended and its outcome is written (or the
-        deadline passes); return the _run tasks still going."""
+        deadline passes); return the job tasks still going."""
         while self._running and time.monotonic() < deadline:
             waiting = [r.task for r in self._running.values() if r.task and not r.task.done()]
-            if self._outcome_writer is not None and not self._outcome_writer.done():
-                waiting.append(self._outcome_writer)
+            writer = self.outcomes.task
+            if writer is not None and not writer.done():
+                waiting.append(writer)
             if not waiting:
                 await asyncio.sleep(0.01)
                 continue
             await asyncio.wait(waiting, timeout=max(0.0, deadline - time.monotonic()),
                                return_when=asyncio.FIRST_COMPLETED)
         return [r.task for r in self._running.values() if r.task and not r.task.done()]
-
-
-def _uncancel() -> None:
-    """Python 3.11+ counts cancel requests; having handled one, reset the count so
-    later awaits in this task behave normally."""
-    task = asyncio.current_task()
-    if task is not None and hasattr(task, "uncancel"):
-        task.uncancel()

@@ -136,7 +136,7 @@ def test_priority_order_after_resume(make_queue, start_worker):
     ids = [q.submit("t", tag, priority=p) for p, tag in jobs[:6]]
     ids += q.submit_many([{"type": "t", "payload": tag, "priority": p}
                           for p, tag in jobs[6:]])
-    wait_until(lambda: len(w.worker._heap) == len(jobs), 5, what="the worker to see all")
+    wait_until(lambda: len(w.worker.dispatcher.heap) == len(jobs), 5, what="the worker to see all")
     assert ran == []
     q.resume("t")
     wait_all(q, ids, "completed")
@@ -160,7 +160,7 @@ def test_higher_priority_submitted_later_overtakes_waiting_jobs(make_queue, star
         if job.payload.startswith("first"):
             r = job.payload[len("first"):]
             later.extend(q.submit("t", f"low{i}{r}") for i in range(3))
-            wait_until(lambda: len(w.worker._heap) == 3, 5, what="the worker to see them")
+            wait_until(lambda: len(w.worker.dispatcher.heap) == 3, 5, what="the worker to see them")
             later.append(q.submit("t", f"high{r}", priority=1))
 
     w = start_worker(q, concurrency=1)

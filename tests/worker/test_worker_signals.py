@@ -159,3 +159,64 @@ def test_a_claim_answered_after_the_stop_hands_its_jobs_back(make_queue, start_w
         assert job.state is gq.State.SCHEDULED and job.attempts == 0, job
     assert "handed back" in caplog.text and "Traceback" not in caplog.text
     assert q.stats()["by_state"]["running"] == 0
+
+
+def _outcome_claim_answered_after_the_stop(q, start_worker, caplog):
+    """Two jobs, concurrency 1: the first runs, and the commit of its outcome
+    (afinish_many_and_claim) claims the second; that commit is held at a gate
+    (the real store's write, delayed) until the stop began. Returns the ids
+    (the one that ran, the one the late claim took)."""
+    started = []
+
+    @q.handler("t")
+    async def t(job):
+        started.append(job.id)
+
+    gate, entered = threading.Event(), threading.Event()
+    real = q.store.afinish_many_and_claim
+
+    async def gated(*args, **kwargs):
+        if kwargs.get("candidates"):     # the commit that also claims
+            entered.set()
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)
+        return await real(*args, **kwargs)
+    q.store.afinish_many_and_claim = gated
+
+    ids = {q.submit("t", "one"), q.submit("t", "two")}
+    caplog.set_level(logging.INFO, logger="gq")
+    w = start_worker(q, concurrency=1)
+    assert entered.wait(10), "the outcome's commit never claimed"
+    w.worker.stop()
+    wait_until(lambda: "Graceful shutdown initiated" in caplog.text, 5,
+               what="the shutdown log line while the commit is in flight")
+    gate.set()
+    w.stop(timeout=15)
+    q.store.afinish_many_and_claim = real
+    assert len(started) == 1, started
+    ran = started[0]
+    (late,) = ids - {ran}
+    return ran, late
+
+
+def test_a_claim_carried_by_an_outcome_after_the_stop_hands_its_jobs_back(
+        make_queue, start_worker, caplog):
+    """The second claim path: the commit of an outcome that also claims jobs,
+    answered after the stop began. The outcome is recorded; the jobs it claimed
+    are handed back, scheduled with no attempt used, never started here."""
+    q = make_queue()
+    ran, late = _outcome_claim_answered_after_the_stop(q, start_worker, caplog)
+    assert q.get(ran).state is gq.State.COMPLETED
+    job = q.get(late)
+    assert job.state is gq.State.SCHEDULED and job.attempts == 0, job
+    assert "handed back" in caplog.text and "Traceback" not in caplog.text
+    assert q.stats()["by_state"]["running"] == 0
+
+
+def test_another_worker_runs_a_handed_back_job(make_queue, start_worker, caplog):
+    """A job handed back at a stop runs on the next worker, as its first attempt."""
+    q = make_queue()
+    ran, late = _outcome_claim_answered_after_the_stop(q, start_worker, caplog)
+    start_worker(q, concurrency=1)
+    job = wait_state(q, late, gq.State.COMPLETED, timeout=15)
+    assert job.attempts == 1, job
+    assert q.get(ran).state is gq.State.COMPLETED

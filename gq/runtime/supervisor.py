@@ -10,7 +10,11 @@ The parent forwards SIGTERM/SIGINT (the children drain), and when a child dies
 it reclaims that child's running jobs at once (their worker is provably gone)
 and starts a replacement. A child exits with EXIT_REPLACE when a handler would
 not stop — a sync handler stuck past its timeout, or an async one blocking the
-event loop in a CPU loop — which is the only way to end such a handler.
+event loop in a CPU loop — which is the only way to end such a handler (see
+gq.runtime.watchdog).
+
+The supervisor does not know the Worker class: it is handed the worker whose
+settings it runs and a factory that makes each child's worker.
 """
 
 from __future__ import annotations
@@ -21,26 +25,28 @@ import secrets
 import signal
 import socket
 import time
+from typing import Callable
+
+from gq.runtime.recovery import reclaim_dead_owner
 
 log = logging.getLogger("gq.worker")
 
 EXIT_REPLACE = 75                  # "replace me": a handler could not be stopped
-RESTART_DELAY = 0.2                # before replacing a dead child...
-RESTART_DELAY_MAX = 10.0           # ...doubling while children keep dying quickly
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def run_processes(worker) -> int:
-    """Run `worker.processes` children until a signal; return 0 after they drain."""
-    from gq.runtime.recovery import reclaim_dead_owner
-    from gq.runtime.worker import Worker
-
+def run_processes(worker, make_child: Callable[[str], object]) -> int:
+    """Run `worker.processes` children until a signal; return 0 after they drain.
+    `make_child(instance_id)` makes a child's worker (called in the child, after
+    the fork and the store's reopening); its `run()` serves."""
     queue = worker.queue
+    config = worker.config
     children: dict[int, tuple[int, str]] = {}       # pid -> (slot, instance id)
     stopping = False
-    delay = RESTART_DELAY
+    delay = config.restart_delay
     http = None
     if worker.http is not None:   # served here, with metrics summed over the children
+        # imported here: the HTTP server (aiohttp) is loaded only when it is asked for
         from gq.http.server import SupervisorHttp
         http = SupervisorHttp(worker, lambda: "shutting down: draining running jobs"
                               if stopping else None if children else
@@ -61,11 +67,7 @@ def run_processes(worker) -> int:
                 if http is not None:
                     http.after_fork_in_child()
                 queue._reopen_after_fork()
-                child = Worker(queue, concurrency=worker.concurrency,
-                               shutdown_timeout=worker.shutdown_timeout,
-                               heartbeat_interval=worker.heartbeat_interval,
-                               instance_id=instance, supervised=True)
-                code = child.run()
+                code = make_child(instance).run()
             except BaseException:  # noqa: BLE001 - report, then leave without cleanup
                 log.exception("worker process %s failed", instance)
             finally:
@@ -109,8 +111,8 @@ def run_processes(worker) -> int:
                 time.sleep(delay)
                 if stopping:      # a stop signal arrived during the pause
                     continue
-                delay = min(RESTART_DELAY_MAX, delay * 2) if code not in (0, EXIT_REPLACE) \
-                    else RESTART_DELAY
+                delay = min(config.restart_delay_max, delay * 2) \
+                    if code not in (0, EXIT_REPLACE) else config.restart_delay
                 spawn(slot)
     finally:
         for sig, handler in previous.items():
@@ -118,44 +120,3 @@ def run_processes(worker) -> int:
         if http is not None:
             http.stop()
     return 0
-
-
-STUCK_GRACE = 2.0      # past its timeout, a handler still holding its slot is stuck
-WATCHDOG_PERIOD = 0.25
-
-
-def start_watchdog(worker) -> None:
-    """A thread that ends this process when a handler is stuck past its timeout
-    with the event loop unable to cancel it (a CPU loop in an async handler):
-    it records the timeout, then exits with EXIT_REPLACE. The supervisor
-    reclaims this process's other running jobs and starts a replacement."""
-    import threading
-
-    from gq.jobs import Category
-
-    def watch() -> None:
-        while True:
-            time.sleep(WATCHDOG_PERIOD)
-            now = time.monotonic()
-            stuck = [r for r in list(worker._running.values())
-                     if not r.finishing and now > r.deadline + STUCK_GRACE]
-            if not stuck:
-                continue
-            for running in stuck:
-                record = running.record
-                spec, timeout, max_attempts = worker._settings(record)
-                state, _, error, run_at = worker._failure(
-                    record, spec, max_attempts, Category.TIMEOUT,
-                    f"execution timeout after {timeout:g}s; the handler did not stop, so "
-                    "its worker process was replaced", None)
-                try:
-                    worker.queue.store.finish(record.id, attempt=record.attempts,
-                                              owner=worker.instance_id, state=state,
-                                              now=time.time(), error=error, run_at=run_at)
-                except Exception as e:  # noqa: BLE001 - exiting regardless
-                    log.error("could not record the timeout of job %s: %s", record.id, e)
-            log.error("%d handler(s) stuck past their timeout; replacing worker process %d",
-                      len(stuck), os.getpid())
-            os._exit(EXIT_REPLACE)
-
-    threading.Thread(target=watch, name="gq-watchdog", daemon=True).start()

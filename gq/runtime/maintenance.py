@@ -1,0 +1,156 @@
+"""The chores a worker does on its heartbeat, each a small unit:
+
+- `Sweeps`: lifetimes, blocked and depth gauges (gq.runtime.sweeps);
+- `RetentionPurge`: finished jobs past the queue's retention;
+- `RecoveryPass`: jobs of dead or frozen workers (gq.runtime.recovery), a full
+  pass every `recovery_interval`, and at once when the store's DeathWatch
+  notices a death;
+- `StateCheck`: stops handlers of jobs no longer ours (cancelled, recovered);
+- `LeaseExtension`: extends the leases of the running jobs.
+
+Every store call that can wait on a lock, the network or an fsync runs off the
+event loop: an `a`-prefixed coroutine twin where the store has one (apurge,
+aextend), else `asyncio.to_thread` (recover, states_of).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from gq._core import states as S
+from gq.errors import GQError
+from gq.runtime.recovery import recover
+from gq.runtime.sweeps import sweep
+
+log = logging.getLogger("gq.worker")
+
+Stop = Callable[[str, str], None]     # stop(job_id, reason)
+
+
+class RetentionPurge:
+    def __init__(self, queue, interval: float):
+        self.queue = queue
+        self.interval = interval
+        self._last = time.monotonic()
+
+    async def tick(self) -> None:
+        if time.monotonic() - self._last < self.interval:
+            return
+        self._last = time.monotonic()
+        retention = self.queue.config.retention
+        try:
+            n = await self.queue.store.apurge(older_than=retention, now=time.time())
+            if n:
+                log.info("retention: purged %d finished jobs older than %gs", n, retention)
+        except GQError as e:
+            log.error("retention purge failed: %s", e)
+
+
+class RecoveryPass:
+    """`wake()` is called when a pass reclaimed jobs (there is work to claim)."""
+
+    def __init__(self, queue, deaths, interval: float, wake: Callable[[], None]):
+        self.queue = queue
+        self.deaths = deaths       # DeathWatch, or None
+        self.interval = interval
+        self.wake = wake
+        self._last = time.monotonic()
+
+    def done(self) -> None:
+        """A pass just ran (the worker's start-up recovery)."""
+        self._last = time.monotonic()
+
+    async def tick(self) -> None:
+        if time.monotonic() - self._last < self.interval and \
+                not (self.deaths is not None and self.deaths.noticed()):
+            return
+        self._last = time.monotonic()
+        try:
+            if await asyncio.to_thread(recover, self.queue.store):
+                self.wake()
+        except GQError as e:
+            log.error("recovery pass failed: %s", e)
+
+
+class StateCheck:
+    """Reads the states of the running jobs; stops those no longer ours."""
+
+    def __init__(self, queue, owner: str, running: dict, stop: Stop, min_gap: float):
+        self.queue = queue
+        self.owner = owner
+        self.running = running
+        self.stop = stop
+        self.min_gap = min_gap
+        self.last = 0.0
+
+    def due(self) -> bool:
+        """For the doorbell-driven checks: at most one per `min_gap`."""
+        return bool(self.running) and time.monotonic() - self.last > self.min_gap
+
+    async def check(self) -> None:
+        self.last = time.monotonic()
+        held = {job_id: r.record.attempts for job_id, r in self.running.items()}
+        if not held:
+            return
+        states = await asyncio.to_thread(self.queue.store.states_of, list(held))
+        for job_id, attempts in held.items():
+            running = self.running.get(job_id)
+            if running is None or running.record.attempts != attempts:
+                continue        # ended while the states were read
+            state, attempts, owner = states.get(job_id, (None, None, None))
+            if state == S.RUNNING and attempts == running.record.attempts \
+                    and owner == self.owner:
+                continue
+            self.stop(job_id, "cancelled" if state == S.CANCELLED else
+                      "lifetime ended" if state == S.DEAD_LETTER else "lease lost")
+
+
+class LeaseExtension:
+    def __init__(self, queue, owner: str, running: dict, stop: Stop):
+        self.queue = queue
+        self.owner = owner
+        self.running = running
+        self.stop = stop
+        self._last = 0.0
+
+    async def tick(self) -> None:
+        visibility = self.queue.config.visibility_timeout
+        if time.monotonic() - self._last < visibility / 3:
+            return
+        self._last = time.monotonic()
+        leases = [(job_id, r.record.attempts) for job_id, r in self.running.items()]
+        try:
+            lost = await self.queue.store.aextend(
+                leases, owner=self.owner, lease_deadline=time.monotonic() + visibility)
+        except GQError as e:
+            log.error("lease extension failed: %s", e)
+            return
+        for job_id in lost:
+            self.stop(job_id, "lease lost")
+
+
+class Maintenance:
+    """Runs the chores every `interval` seconds (the heartbeat)."""
+
+    def __init__(self, queue, *, interval: float, purge: RetentionPurge,
+                 recovery: RecoveryPass, states: StateCheck, leases: LeaseExtension):
+        self.queue = queue
+        self.interval = interval
+        self.purge = purge
+        self.recovery = recovery
+        self.states = states
+        self.leases = leases
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await sweep(self.queue)    # lifetimes, blocked and depth gauges
+            await self.purge.tick()
+            await self.recovery.tick()
+            if not self.states.running:
+                continue
+            await self.states.check()
+            await self.leases.tick()
