@@ -105,7 +105,9 @@ class WriterStore:
         already submitted, by any process; the first call for a schedule only
         records where it starts. Returns the new id or None."""
         op = self.ops.SubmitOp(specs, max_depth, now, key_window)
-        return self._write(functools.partial(self.ops.submit_occurrence, name, occurrence, op))
+        # the op returns the id list, which is filled in before the commit: read it after
+        ids = self._write(functools.partial(self.ops.submit_occurrence, name, occurrence, op))
+        return None if ids is None else ids[0]
 
     def insert_records(self, records, *, now: float) -> None:
         """Store moved-in records as they are (state, attempts, crashes, result...)

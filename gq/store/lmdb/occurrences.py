@@ -27,12 +27,13 @@ def submit_occurrence(name: str, occurrence: float, submit_op, b):
 
     A schedule seen for the first time only records `occurrence` as its start:
     occurrences before the schedule existed are not run. Returns the new job's
-    id, or None."""
+    id list (filled in before the batch commits: a plain spec is planned at the
+    flush), or None."""
     key = K.PERIODIC + name.encode()
     last = last_occurrence(b.txn, b.db, name)
     if last is not None and last >= occurrence:
         return None
-    job_id = None if last is None else submit_op(b)[0]
+    ids = None if last is None else submit_op(b)
     b.wrote = True
     b.txn.put(key, _TIME.pack(occurrence), db=b.db["meta"])
-    return job_id
+    return ids

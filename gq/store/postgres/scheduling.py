@@ -110,9 +110,9 @@ def submit_occurrence(name: str, occurrence: float, submit_op, tx):
         return None
     if row[0][0] >= occurrence:
         return None
-    job_id = submit_op(tx)[0]
+    ids = submit_op(tx)       # filled in when the transaction inserts its planned jobs
     tx.write("UPDATE gq_periodic SET last = %s WHERE name = %s", (occurrence, name))
-    return job_id
+    return ids
 
 
 REQUEUED_SQL = f"SELECT count(*) FROM gq_jobs WHERE state = {sql.SCHEDULED} AND started_at > 0"

@@ -152,13 +152,7 @@ class TestOccurrences:
             (b'{"at":2000.0}', S.SCHEDULED, "periodic:hourly:2000.0")
         assert ready_ids(store) == [rec.id]
 
-    def test_the_new_jobs_id_is_returned(self, store, request):
-        known_bug(request, "postgres", (
-            "PostgresStore.submit_occurrence always returns None, even when it submits "
-            "the occurrence's job: gq.store.postgres.scheduling.submit_occurrence reads "
-            "submit_op(tx)[0] before the planned job is inserted (its id slot is filled "
-            "when the transaction writes the planned jobs), so the periodic scheduler "
-            "never learns (nor logs) the id of the job it submitted"))
+    def test_the_new_jobs_id_is_returned(self, store):
         self.occur(store, "hourly", 1000.0)
         job = self.occur(store, "hourly", 2000.0)
         assert job is not None and [rec.id for rec in store.list(type="tick")] == [job]
@@ -200,14 +194,6 @@ class TestOccurrences:
         self.occur(store, "hourly", 3000.0)
         assert len(self.jobs(store)) == 2
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "submit_occurrence of a plain job spec (no id, no key, no dependencies) with "
-        "max_depth=None: LMDB raises PersistenceError 'list index out of range' and "
-        "submits nothing, as the submit op defers plain specs to the batch's flush and "
-        "returns their still-empty id list, whose [0] gq.store.lmdb.occurrences reads; "
-        "PostgreSQL submits the job but returns None (the bug of "
-        "test_the_new_jobs_id_is_returned). The periodic scheduler always sets a key, "
-        "so only LMDB's failure is specific to plain specs"))
     def test_a_job_without_a_key(self, store):
         assert self.occur(store, "plain", 1000.0, key=None) is None
         job = self.occur(store, "plain", 2000.0, key=None)
