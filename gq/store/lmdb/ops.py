@@ -142,22 +142,26 @@ def reclaim_owner(owner, now, crashed, quarantine_after, b: Batch):
 
 
 def purge(cutoff, limit, b: Batch) -> int:
+    # The listing is in submission order, not finish order: the age test runs
+    # during the scan, so `limit` counts jobs old enough to go, and younger ones
+    # listed first cannot use it up (a caller repeats while it gets `limit`).
     doomed = []
     types = sorted({t for (st, t) in read_counts(b.txn, b.db) if st in rules.PURGEABLE})
     with b.txn.cursor(db=b.db["listing"]) as cur:
         for job_type in types:
             for state in rules.PURGEABLE:
                 prefix = K.listing_prefix(job_type, state)
-                if cur.set_range(prefix):
-                    for key, value in cur:
-                        if len(doomed) >= limit or not bytes(key).startswith(prefix):
-                            break
-                        doomed.append((bytes(key), bytes(value).decode()))
-    purged = 0
-    for listing_key, job_id in doomed:
-        rec = b.load(job_id)
-        if rec is None or rec.state not in rules.PURGEABLE or rec.finished_at > cutoff:
-            continue
+                if len(doomed) >= limit or not cur.set_range(prefix):
+                    continue
+                for key, value in cur:
+                    if len(doomed) >= limit or not bytes(key).startswith(prefix):
+                        break
+                    rec = b.load(bytes(value).decode())
+                    if rec is not None and rec.state in rules.PURGEABLE \
+                            and rec.finished_at <= cutoff:
+                        doomed.append((bytes(key), rec))
+    for listing_key, rec in doomed:
+        job_id = rec.id
         b.wrote = True
         b.txn.delete(listing_key, db=b.db["listing"])
         b.txn.delete(job_id.encode(), db=b.db["jobs"])
@@ -168,8 +172,7 @@ def purge(cutoff, limit, b: Batch) -> int:
             if owner is not None and bytes(owner).decode() == job_id:
                 b.txn.delete(K.idempotency_key(rec.key), db=b.db["keys"])
         b.add_count(rec.state, rec.type, -1)
-        purged += 1
-    return purged
+    return len(doomed)
 
 
 def finish_many_and_claim(finishes, owner, now, candidates, lease_deadline, b: Batch):

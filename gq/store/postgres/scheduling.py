@@ -8,7 +8,8 @@ LMDB, in SQL.
 - Blocked jobs are not stored: a pending job is blocked while a walk up its
   dependencies through pending jobs reaches one that ended failed,
   dead_letter or cancelled. `gq_dependents` keeps exactly the edges such a walk
-  needs (rows go when their dependency completes). The "Dependency not
+  needs (rows go when their dependency completes; a row whose dependency was
+  purged unsatisfied keeps its dependents blocked, as on LMDB). The "Dependency not
   satisfiable" lines are logged by the transaction that ends the root.
 - Periodic cursors are rows of `gq_periodic`, locked FOR UPDATE by the
   transaction that submits the occurrence.
@@ -54,12 +55,15 @@ def expire(now: float, limit: int, tx) -> list[tuple[str, str, int]]:
     return expired
 
 
-# A walk down from roots through pending dependents: (job, root, chain).
+# A walk down from roots through pending dependents: (job, root, chain). A root
+# is a dependency that ended without completing, or one that is gone: an edge
+# outlives its dependency only when purge took it unsatisfied (completion deletes
+# the edges), so the dependents still wait on something that can never complete.
 _BLOCKED_WALK = f"""
 WITH RECURSIVE walk(id, root, chain) AS (
-    SELECT d.dependent, r.id, ARRAY[r.id, d.dependent]
-    FROM gq_dependents d JOIN gq_jobs r ON r.id = d.dependency
-    WHERE r.state IN {sql.any_of(*rules.UNSATISFIABLE)} {{roots}}
+    SELECT d.dependent, d.dependency, ARRAY[d.dependency, d.dependent]
+    FROM gq_dependents d LEFT JOIN gq_jobs r ON r.id = d.dependency
+    WHERE (r.id IS NULL OR r.state IN {sql.any_of(*rules.UNSATISFIABLE)}) {{roots}}
   UNION
     SELECT d.dependent, w.root, w.chain || d.dependent
     FROM walk w JOIN gq_jobs j ON j.id = w.id AND j.state = {sql.PENDING}
@@ -76,7 +80,7 @@ def ended(tx, job_ids: list[str], how: str) -> None:
     down their dependency chains as blocked."""
     if not job_ids:
         return
-    for job_id, root, chain in tx.rows(_BLOCKED_WALK.format(roots="AND r.id = ANY(%s)"),
+    for job_id, root, chain in tx.rows(_BLOCKED_WALK.format(roots="AND d.dependency = ANY(%s)"),
                                        (job_ids,)):
         log.warning("Dependency not satisfiable: job %s waits on %s, which ended %s "
                     "(chain %s); it stays pending until %s is retried and completes, or "

@@ -104,13 +104,6 @@ def finish(store, job_id, state, *, attempt=None, owner=OWNER, now=None, **outco
                         now=time.time() if now is None else now, **outcome)
 
 
-def known_bug(request, backend: str, reason: str) -> None:
-    """This test reveals a bug of one backend's store: strictly expected to fail
-    there (it must pass once the store is fixed), and to pass on the others."""
-    if request.getfixturevalue("backend") == backend:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 def state_of(store, job_id) -> str:
     rec = store.get(job_id)
     return "gone" if rec is None else S.STATE_NAMES[rec.state]

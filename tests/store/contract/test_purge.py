@@ -10,7 +10,7 @@ import pytest
 
 from gq._core import states as S
 
-from .conftest import finish, known_bug, run, spec, state_of, submit
+from .conftest import finish, run, spec, state_of, submit
 
 DAY = 86400.0
 
@@ -75,15 +75,7 @@ class TestPurge:
         assert store.counts() == {}
         assert store.check().ok
 
-    def test_a_limit_reached_by_younger_jobs_still_purges_the_old(self, store, request):
-        known_bug(request, "lmdb", (
-            "LMDBStore.purge takes the first `limit` finished jobs of the listing index "
-            "(type, state, submission order) and only then compares their finished_at "
-            "with the cutoff: with `limit` younger finished jobs listed first it purges "
-            "nothing and returns less than `limit`, so a caller that repeats while it "
-            "returns `limit` (Queue.purge, `gq purge`) stops with old jobs left; with "
-            "more than 10,000 recent completions of one type, older jobs of the types "
-            "listed after it are never purged"))
+    def test_a_limit_reached_by_younger_jobs_still_purges_the_old(self, store):
         t = time.time()
         young = [ended(store, S.COMPLETED, at=t) for _ in range(3)]
         old = [ended(store, S.COMPLETED, at=t - 2 * DAY), ended(store, S.FAILED, at=t - 2 * DAY,
@@ -121,14 +113,7 @@ class TestPurge:
         assert store.counts() == {(S.COMPLETED, "t"): 1}
         assert store.check().ok
 
-    def test_a_dependent_of_a_purged_failed_job_stays_blocked(self, store, request):
-        known_bug(request, "postgres", (
-            "PostgreSQL forgets that a pending job is blocked once the failed (or "
-            "dead_letter / cancelled) dependency it waits on is purged: the blocked walk "
-            "(gq.store.postgres.scheduling._BLOCKED_WALK) joins each gq_dependents row "
-            "to its dependency's row, which purge deleted, so blocked_count() drops to 0 "
-            "and waiting_on() reports no blocking chain, though the job can never run "
-            "(its dependency is 'purged'); LMDB keeps it counted as blocked"))
+    def test_a_dependent_of_a_purged_failed_job_stays_blocked(self, store):
         t = time.time()
         (parent,) = run(store)
         (child,) = submit(store, spec(depends_on=[parent.id]))

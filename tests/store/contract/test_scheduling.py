@@ -12,7 +12,7 @@ from gq._core import states as S
 from gq.errors import LeaseLost, QueueFull
 from gq.jobs import Category, JobError
 
-from .conftest import claim, finish, known_bug, ready_ids, run, spec, state_of, submit
+from .conftest import claim, finish, ready_ids, run, spec, state_of, submit
 
 
 class TestPromoteDue:
