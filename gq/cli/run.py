@@ -21,10 +21,17 @@ def cmd_worker(args) -> int:
     # gq.Worker imports the runtime on first use: the other commands never load it
     worker = gq.Worker(queue, concurrency=args.concurrency, processes=args.processes,
                        shutdown_timeout=args.shutdown_timeout, http=args.http,
-                       http_token=args.token or None)
+                       http_token=args.token or None, types=_types(args.types))
     logging.getLogger("gq.worker").info("serving %s from %s", args.target,
                                         locations.shown(queue.path))
     return worker.run()
+
+
+def _types(given: list[str] | None) -> list[str] | None:
+    """--types 'email.*,sms.*' --types report -> ['email.*', 'sms.*', 'report']."""
+    if given is None:
+        return None
+    return [t.strip() for value in given for t in value.split(",")]
 
 
 def cmd_demo(args) -> int:
@@ -65,6 +72,10 @@ def add_worker(sub, parents: Parents) -> None:
     p.add_argument("--shutdown-timeout", type=float, default=SHUTDOWN_TIMEOUT_DEFAULT,
                    help="seconds a graceful drain waits for running jobs (default "
                    f"{_seconds(SHUTDOWN_TIMEOUT_DEFAULT)})")
+    p.add_argument("--types", action="append", metavar="PATTERNS",
+                   help="serve only these job types: names or glob patterns, comma-"
+                   "separated or repeated ('email.*,sms.send'); jobs of other types wait "
+                   "for the workers that serve them (default: every handler)")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="serve the HTTP API (/v1/...), /metrics, /healthz, /readyz and "
                    "the dashboard (/) here; a bare PORT binds 127.0.0.1. With "

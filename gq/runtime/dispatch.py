@@ -55,9 +55,9 @@ class HeapDispatcher:
 
     lingers = True
 
-    def __init__(self, queue, *, scan_limit: int):
+    def __init__(self, queue, handlers: dict, *, scan_limit: int):
         self.queue = queue
-        self.handlers = queue.handlers
+        self.handlers = handlers      # the types this worker serves
         self.heap = ReadyHeap()
         self.scan_limit = scan_limit
         self._last_seen = 0
@@ -150,9 +150,9 @@ class QuotaDispatcher:
 
     lingers = False
 
-    def __init__(self, queue):
+    def __init__(self, queue, handlers: dict):
         self.queue = queue
-        self.handlers = queue.handlers
+        self.handlers = handlers      # the types this worker serves
         self.quotas = QuotaBook()     # what claims in flight were promised
 
     async def refresh(self) -> None:
@@ -178,12 +178,13 @@ class QuotaDispatcher:
         return False
 
 
-def dispatcher_for(queue, *, scan_limit: int) -> Dispatcher:
-    """The dispatcher the capabilities of `queue`'s store call for."""
+def dispatcher_for(queue, handlers: dict, *, scan_limit: int) -> Dispatcher:
+    """The dispatcher the capabilities of `queue`'s store call for, claiming the
+    types of `handlers` (the worker's selection of the queue's handlers)."""
     capabilities = queue.store.capabilities
     if capabilities.claims_by_quota:
-        return QuotaDispatcher(queue)
+        return QuotaDispatcher(queue, handlers)
     if capabilities.ready_feed:
-        return HeapDispatcher(queue, scan_limit=scan_limit)
+        return HeapDispatcher(queue, handlers, scan_limit=scan_limit)
     raise TypeError(f"{type(queue.store).__name__} offers neither a ready feed nor claims "
                     "by quota: no dispatcher can claim from it")

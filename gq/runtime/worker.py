@@ -48,6 +48,7 @@ from gq.runtime.maintenance import (LeaseExtension, Maintenance, RecoveryPass,
 from gq.runtime.outcomes import OutcomeWriter
 from gq.runtime.periodic import PeriodicScheduler
 from gq.runtime.recovery import reclaim_after_reboot, recover
+from gq.runtime.selection import check_types, select_handlers
 from gq.runtime.supervisor import EXIT_REPLACE, run_processes
 from gq.runtime.threads import DaemonThreadPool
 from gq.runtime.watchdog import start_watchdog
@@ -65,7 +66,9 @@ class Worker:
     `running` and are rescheduled by recovery on the next start).
     http: "HOST:PORT" to serve the HTTP API, /metrics, probes and the dashboard
     on (see gq.http.server); http_token: bearer token wanted on /v1/* (default: the
-    GQ_TOKEN environment variable, if set).
+    GQ_TOKEN environment variable, if set). types: job types or glob patterns
+    (["email.*"]) this worker serves, default every handler: jobs of other types
+    wait for the workers that serve them (see gq.runtime.selection).
     """
 
     def __init__(self, queue, *, concurrency: int = CONCURRENCY_DEFAULT,
@@ -73,7 +76,8 @@ class Worker:
                  shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
                  heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
                  instance_id: str | None = None, rng=None, supervised: bool = False,
-                 http: str | None = None, http_token: str | None = None):
+                 http: str | None = None, http_token: str | None = None,
+                 types=None):
         self.queue = queue
         self.config = config = WorkerConfig.validated(
             concurrency=concurrency, processes=processes, shutdown_timeout=shutdown_timeout,
@@ -85,6 +89,8 @@ class Worker:
         if not queue.handlers:
             raise ValidationError("the queue has no handlers: register some with "
                                   "@queue.handler(type) before starting a Worker")
+        self.types = check_types(types)
+        self.handlers = select_handlers(queue.handlers, self.types)   # what it claims
         if http is not None:
             # imported here: the HTTP server (aiohttp) loads only when it is asked for
             from gq.http.server import parse_bind
@@ -112,7 +118,8 @@ class Worker:
         self.runner = Runner(queue, recorder=self._recorder, pool=self._pool, rng=rng,
                              on_unstoppable=self._on_unstoppable)
         # chosen once, from store.capabilities
-        self.dispatcher = dispatcher_for(queue, scan_limit=config.ready_scan_limit)
+        self.dispatcher = dispatcher_for(queue, self.handlers,
+                                         scan_limit=config.ready_scan_limit)
         self.outcomes = OutcomeWriter(
             queue, self.dispatcher, owner=self.instance_id, config=config,
             recorder=self._recorder, running_by_type=self._running_by_type,
@@ -147,7 +154,7 @@ class Worker:
         return Worker(self.queue, concurrency=self.concurrency,
                       shutdown_timeout=self.shutdown_timeout,
                       heartbeat_interval=self.heartbeat_interval,
-                      instance_id=instance_id, supervised=True)
+                      instance_id=instance_id, supervised=True, types=self.types)
 
     @property
     def stopping(self) -> bool:
@@ -183,7 +190,7 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._begin_shutdown)
         log.info("Worker %s started (concurrency %d, handlers: %s)", self.instance_id,
-                 self.concurrency, ", ".join(sorted(self.queue.handlers)))
+                 self.concurrency, ", ".join(sorted(self.handlers)))
         liveness = store.liveness.announce(self.instance_id)
         deaths = store.liveness.death_watch(self.instance_id)
         if deaths is not None:
