@@ -36,9 +36,11 @@ def check_types(types) -> tuple[str, ...] | None:
 
 def select_handlers(handlers: dict, types: tuple[str, ...] | None) -> dict:
     """The handlers a worker with `types` serves. Every pattern must match a
-    registered handler: one that matches nothing is a typo, not an idle pool."""
+    registered handler: one that matches nothing is a typo, not an idle pool.
+    Without `types` it is the queue's own dict, so a handler registered later is
+    served too, as before."""
     if types is None:
-        return dict(handlers)
+        return handlers
     selected = {}
     for pattern in types:
         matched = {t: spec for t, spec in handlers.items() if fnmatch.fnmatchcase(t, pattern)}
