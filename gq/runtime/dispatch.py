@@ -10,16 +10,17 @@ A worker uses one, chosen at start from `store.capabilities`:
   a `ClaimQuota` cut by gq.runtime.claims.QuotaBook.
 
 Store calls that can wait on a lock or the network run off the event loop
-(`asyncio.to_thread`); see HeapDispatcher.refresh for the one read that does not.
+(gq.runtime.threads.store_read); see HeapDispatcher.refresh for the reads that
+do not.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 from gq._core.heap import ReadyHeap
 from gq.runtime.claims import QuotaBook
+from gq.runtime.threads import store_read
 
 
 class Dispatcher(Protocol):
@@ -71,7 +72,8 @@ class HeapDispatcher:
         `push_ready_after` runs on the event loop, the one store call that does:
         on a ready-feed store it is a read of the memory-mapped LMDB index that
         never waits on a lock, the network or an fsync, and it lies on the hot
-        path of submit-to-start latency. `paused_types` goes to a thread."""
+        path of submit-to-start latency. `paused_types` is read in place too
+        where the store's reads are local (store_read)."""
         while True:
             # a ready-feed store parses its rows in the core
             n, last = self.queue.store.push_ready_after(self.heap, self._last_seen,
@@ -80,7 +82,8 @@ class HeapDispatcher:
                 self._last_seen = last
             if n < self.scan_limit:
                 break
-        self._paused(await asyncio.to_thread(self.queue.store.paused_types))
+        store = self.queue.store
+        self._paused(await store_read(store, store.paused_types))
 
     def _paused(self, paused) -> None:
         if paused != self._paused_by_operator:
@@ -127,7 +130,8 @@ class HeapDispatcher:
         if len(claimed) >= len(candidates):
             return False
         got = {record.id for record in claimed}
-        paused = await asyncio.to_thread(self.queue.store.paused_types)
+        store = self.queue.store
+        paused = await store_read(store, store.paused_types)
         for entry in candidates:
             if entry[0] not in got and entry[1] in paused:
                 self.heap.push(*entry)

@@ -19,9 +19,10 @@ whichever process committed the work), with a slow poll as a safety net.
 No store call blocks the event loop: every call that can wait on a lock, the
 network or an fsync runs off it, through the store's `a`-prefixed coroutine
 twin (aclaim, afinish_many_and_claim, aextend, apromote_due, apurge,
-aexpire_lifetimes, ahand_back) or `asyncio.to_thread` (next_due, paused_types,
-states_of, recovery). The one exception is documented at
-HeapDispatcher.refresh.
+aexpire_lifetimes, ahand_back) or a thread (states_of, recovery; next_due and
+paused_types through gq.runtime.threads.store_read). The exceptions are the reads
+of a store whose reads are local and never wait (`capabilities.local_reads`,
+LMDB), made in place on the dispatch path: see HeapDispatcher.refresh.
 
 Every duration here (timeouts, heartbeats, leases) is on the monotonic clock.
 """
@@ -50,7 +51,7 @@ from gq.runtime.periodic import PeriodicScheduler
 from gq.runtime.recovery import reclaim_after_reboot, recover
 from gq.runtime.selection import check_types, select_handlers
 from gq.runtime.supervisor import EXIT_REPLACE, run_processes
-from gq.runtime.threads import DaemonThreadPool
+from gq.runtime.threads import DaemonThreadPool, store_read
 from gq.runtime.watchdog import start_watchdog
 
 __all__ = ["Job", "Worker", "HEARTBEAT_INTERVAL_DEFAULT"]
@@ -296,10 +297,10 @@ class Worker:
         """Promote due delayed jobs, learn new ready ones, fill free slots.
         Returns when the next delayed job falls due (None: none waiting)."""
         store = self.queue.store
-        next_due = await asyncio.to_thread(store.next_due)
+        next_due = await store_read(store, store.next_due)
         if next_due is not None and next_due <= time.time():
             await store.apromote_due(now=time.time())
-            next_due = await asyncio.to_thread(store.next_due)
+            next_due = await store_read(store, store.next_due)
         await self._fill_slots(store)
         return next_due
 

@@ -46,6 +46,11 @@ class Capabilities:
     worker's ReadyHeap from it (LMDB: one writer, so seqs commit in order)."""
     boot_scoped: bool
     """The store lives on one machine: `reclaim_other_boot` applies."""
+    local_reads: bool
+    """Reads are of memory-mapped local pages (LMDB: lock-free readers) and never
+    wait on the network, a writer or an fsync, so the worker makes the ones on its
+    hot path (`next_due`, `paused_types`) on its event loop instead of paying a
+    thread hop per dispatch; otherwise they go to a thread."""
 
 
 class ClaimQuota:

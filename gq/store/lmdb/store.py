@@ -65,7 +65,8 @@ class LMDBStore(WriterStore):
     are gq.store.service's, over the ops of gq.store.lmdb.ops."""
 
     ops = lmdb_ops
-    capabilities = Capabilities(claims_by_quota=False, ready_feed=True, boot_scoped=True)
+    capabilities = Capabilities(claims_by_quota=False, ready_feed=True, boot_scoped=True,
+                                local_reads=True)
 
     # -- opening -------------------------------------------------------------
     def __init__(self, path: str, *, map_size: int,

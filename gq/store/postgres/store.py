@@ -89,7 +89,8 @@ class PostgresStore(WriterStore):
     Its writes are gq.store.service's, over the ops of gq.store.postgres.ops."""
 
     ops = pg_ops
-    capabilities = Capabilities(claims_by_quota=True, ready_feed=False, boot_scoped=False)
+    capabilities = Capabilities(claims_by_quota=True, ready_feed=False, boot_scoped=False,
+                                local_reads=False)
 
     # -- opening -------------------------------------------------------------
     def __init__(self, url: str, *, circuit_threshold: int = CIRCUIT_THRESHOLD_DEFAULT,
