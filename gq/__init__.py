@@ -13,8 +13,8 @@ except ImportError as e:  # pragma: no cover - exercised by a broken install onl
         "there is no pure-Python fallback."
     ) from e
 
-from gq.errors import (CycleError, DataDirError, GQError, InvalidTransition, JobNotFound,
-                       NotRetriable, PayloadTooLarge, PermanentError, QueueFull,
+from gq.errors import (CycleError, DataDirError, GQError, InvalidTransition, JobFailed,
+                       JobNotFound, NotRetriable, PayloadTooLarge, PermanentError, QueueFull,
                        RecordCorrupted, StorageFull, StoreUnavailable, TemporaryError,
                        UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError, JobInfo, State
@@ -26,7 +26,7 @@ __all__ = [
     "Queue", "Worker", "Job", "JobInfo", "JobError", "State", "Category",
     "GQError", "ValidationError", "PayloadTooLarge", "QueueFull", "CycleError",
     "UnknownDependency", "StorageFull", "StoreUnavailable", "DataDirError",
-    "RecordCorrupted", "InvalidTransition", "NotRetriable", "JobNotFound",
+    "RecordCorrupted", "InvalidTransition", "NotRetriable", "JobNotFound", "JobFailed",
     "TemporaryError", "PermanentError",
 ]
 

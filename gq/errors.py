@@ -139,6 +139,17 @@ class JobNotFound(GQError, KeyError):
         return self.args[0]
 
 
+class JobFailed(GQError):
+    """`Queue.result`: the job ended without completing (failed, dead_letter or
+    cancelled). `.info` is its `JobInfo`: state, error (category, message)."""
+
+    def __init__(self, info):
+        self.info = info
+        error = info.error
+        why = f" ({error.category.value}: {error.message})" if error else ""
+        super().__init__(f"job {info.id!r} ended {info.state.value}{why}")
+
+
 # --- raised by handlers ------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import orjson
 
-from gq import observe
+from gq import observe, results
 from gq._core.plan import fast_specs, plain_spec
 from gq.backpressure import DepthWatch
 from gq.config import QueueConfig
@@ -190,6 +190,18 @@ class Queue:
         if record is None:
             raise JobNotFound(job_id)
         return JobInfo(record)
+
+    def result(self, job_id: str, timeout: float | None = None):
+        """Wait until the job ends and return its result (the handler's return
+        value). gq.JobFailed (`.info`: its JobInfo) if it ended failed,
+        dead_letter or cancelled; TimeoutError if it has not ended within
+        `timeout` seconds (None: no limit); JobNotFound if no such job. Woken by
+        the commit that ends it, from any process (see gq.results)."""
+        return results.wait(self._live_store(), job_id, timeout)
+
+    async def aresult(self, job_id: str, timeout: float | None = None):
+        """`result` for asyncio code: the wait does not hold the event loop."""
+        return await results.await_(self._live_store(), job_id, timeout)
 
     def waits(self, job_id: str) -> dict:
         """What a job waits on: {"waiting_on": [{"id", "state"}] (dependencies not

@@ -1,5 +1,5 @@
-"""The commands on jobs and job types: submit, inspect, list, cancel, retry,
-pause and resume."""
+"""The commands on jobs and job types: submit, inspect, result, list, cancel,
+retry, pause and resume."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import orjson
 
 from gq.cli.common import (Parents, app_queue, open_queue, parse_duration, parse_run_at,
                            print_job_state, print_json, print_table, read_payload, shorten)
-from gq.errors import GQError, InvalidTransition, JobNotFound
+from gq.errors import GQError, InvalidTransition, JobFailed, JobNotFound
 
 LIST_LIMIT_DEFAULT = 100
+EXIT_ENDED_OTHERWISE = 1   # gq result: failed, dead_letter or cancelled
+EXIT_TIMEOUT = 124         # gq result: not ended in time (as timeout(1) exits)
 
 
 def cmd_submit(args) -> int:
@@ -50,6 +52,21 @@ def cmd_inspect(args) -> int:
               f"(attempt {error['attempt']})")
         if error["traceback"]:
             print(error["traceback"].rstrip())
+    return 0
+
+
+def cmd_result(args) -> int:
+    timeout = None if args.timeout is None else parse_duration(args.timeout)
+    with open_queue(args) as q:
+        try:
+            value = q.result(args.id, timeout=timeout)
+        except JobFailed as e:
+            print(f"gq result: {e}", file=sys.stderr)
+            return EXIT_ENDED_OTHERWISE
+        except TimeoutError as e:
+            print(f"gq result: {e}", file=sys.stderr)
+            return EXIT_TIMEOUT
+    print_json(value)
     return 0
 
 
@@ -167,6 +184,20 @@ def add_inspect(sub, parents: Parents) -> None:
                        "failed, dead_letter or cancelled).")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_inspect)
+
+
+def add_result(sub, parents: Parents) -> None:
+    p = sub.add_parser("result", parents=[parents.data],
+                       help="wait for a job to end and print its result",
+                       description="Wait until job ID ends, woken by the commit that ends "
+                       "it, and print its result as JSON. Exit status: 0 completed, "
+                       f"{EXIT_ENDED_OTHERWISE} ended failed, dead_letter or cancelled (its "
+                       f"error on stderr), {EXIT_TIMEOUT} not ended within --timeout.")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--timeout", metavar="DURATION",
+                   help="give up after this long: 30, 30s, 5m... (default: wait as long "
+                   "as it takes)")
+    p.set_defaults(func=cmd_result)
 
 
 def add_list(sub, parents: Parents) -> None:

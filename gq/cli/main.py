@@ -28,7 +28,7 @@ SHOW_TRACEBACK_ENV = "GQ_TRACEBACK"   # set to 1 to see the traceback of an unex
 # Every command, in the order `gq --help` lists them.
 COMMANDS = (
     run.add_demo, run.add_worker,
-    jobs.add_submit, jobs.add_inspect, jobs.add_list,
+    jobs.add_submit, jobs.add_inspect, jobs.add_result, jobs.add_list,
     store.add_stats, store.add_check, store.add_purge,
     jobs.add_cancel, jobs.add_retry, jobs.add_pause, jobs.add_resume,
     transfer.add_export, transfer.add_import,

@@ -26,12 +26,14 @@ from aiohttp import web
 from gq import errors as E
 from gq.http import metrics_export
 from gq.jobs import State
+from gq.store.rules import ENDED_STATES
 from gq.submission import SUBMIT_FIELDS, parse_time
 
 log = logging.getLogger("gq.http")
 
 BODY_MARGIN = 64 * 1024          # room for the submit fields around the payload
 LIST_LIMIT_MAX = 1000
+RESULT_WAIT_MAX = 60.0           # a result request waits at most this long (then 202)
 FAILURE_SCAN = 1000              # rows read per state when gathering recent failures
 BLOCKED_DEPTH_MAX = 50           # dependency hops followed to find what blocks a job
 
@@ -88,6 +90,7 @@ class Api:
         app.router.add_post("/v1/jobs", self.submit)
         app.router.add_get("/v1/jobs", self.list_jobs)
         app.router.add_get("/v1/jobs/{id}", self.get_job)
+        app.router.add_get("/v1/jobs/{id}/result", self.result)
         app.router.add_post("/v1/jobs/{id}/cancel", self.cancel)
         app.router.add_post("/v1/jobs/{id}/retry", self.retry)
         app.router.add_get("/v1/stats", self.stats)
@@ -176,6 +179,19 @@ class Api:
     async def get_job(self, request):
         info = await asyncio.to_thread(self.queue.get, request.match_info["id"])
         return _json(info.as_dict())
+
+    async def result(self, request):
+        """Wait up to ?timeout= seconds (default and most RESULT_WAIT_MAX) for the
+        job to end: 200 with the job once it ended (its state says how: result or
+        error), 202 with it while it has not (ask again)."""
+        job_id = request.match_info["id"]
+        timeout = _timeout(request)
+        try:
+            await self.queue.aresult(job_id, timeout=timeout)
+        except (E.JobFailed, TimeoutError):
+            pass
+        info = await asyncio.to_thread(self.queue.get, job_id)
+        return _json(info.as_dict(), 200 if info.state.code in ENDED_STATES else 202)
 
     async def list_jobs(self, request):
         state = request.query.get("state") or None
@@ -282,6 +298,20 @@ def _limit(request, default: int) -> int:
         raise E.ValidationError(f"limit {text!r} is not an integer") from None
     if not 0 <= value <= LIST_LIMIT_MAX:
         raise E.ValidationError(f"limit {value} is out of range 0..{LIST_LIMIT_MAX}")
+    return value
+
+
+def _timeout(request) -> float:
+    text = request.query.get("timeout")
+    if text is None:
+        return RESULT_WAIT_MAX
+    try:
+        value = float(text)
+    except ValueError:
+        raise E.ValidationError(f"timeout {text!r} is not a number of seconds") from None
+    if not 0 <= value <= RESULT_WAIT_MAX:
+        raise E.ValidationError(f"timeout {value:g} is out of range 0..{RESULT_WAIT_MAX:g} "
+                                "seconds; ask again for a longer wait")
     return value
 
 

@@ -10,7 +10,7 @@ A worker uses one, chosen at start from `store.capabilities`:
   a `ClaimQuota` cut by gq.runtime.claims.QuotaBook.
 
 Store calls that can wait on a lock or the network run off the event loop
-(gq.runtime.threads.store_read); see HeapDispatcher.refresh for the reads that
+(gq.store.loop.store_read); see HeapDispatcher.refresh for the reads that
 do not.
 """
 
@@ -20,7 +20,7 @@ from typing import Protocol
 
 from gq._core.heap import ReadyHeap
 from gq.runtime.claims import QuotaBook
-from gq.runtime.threads import store_read
+from gq.store.loop import store_read
 
 
 class Dispatcher(Protocol):

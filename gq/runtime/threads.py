@@ -79,12 +79,3 @@ def _resolve(loop, future, result, error) -> None:
     except RuntimeError:
         pass   # the loop is closed: nobody waits for this result any more
 
-
-async def store_read(store, read, *args):
-    """`read(*args)`, a store read made from the event loop: in place where the
-    store's reads are local and never wait (`capabilities.local_reads`, LMDB),
-    else on a thread (PostgreSQL: the network). For the reads of the dispatch
-    path, where a thread hop per wake-up costs drain rate and start latency."""
-    if store.capabilities.local_reads:
-        return read(*args)
-    return await asyncio.to_thread(read, *args)

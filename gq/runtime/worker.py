@@ -20,7 +20,7 @@ No store call blocks the event loop: every call that can wait on a lock, the
 network or an fsync runs off it, through the store's `a`-prefixed coroutine
 twin (aclaim, afinish_many_and_claim, aextend, apromote_due, apurge,
 aexpire_lifetimes, ahand_back) or a thread (states_of, recovery; next_due and
-paused_types through gq.runtime.threads.store_read). The exceptions are the reads
+paused_types through gq.store.loop.store_read). The exceptions are the reads
 of a store whose reads are local and never wait (`capabilities.local_reads`,
 LMDB), made in place on the dispatch path: see HeapDispatcher.refresh.
 
@@ -51,7 +51,8 @@ from gq.runtime.periodic import PeriodicScheduler
 from gq.runtime.recovery import reclaim_after_reboot, recover
 from gq.runtime.selection import check_types, select_handlers
 from gq.runtime.supervisor import EXIT_REPLACE, run_processes
-from gq.runtime.threads import DaemonThreadPool, store_read
+from gq.runtime.threads import DaemonThreadPool
+from gq.store.loop import store_read
 from gq.runtime.watchdog import start_watchdog
 
 __all__ = ["Job", "Worker", "HEARTBEAT_INTERVAL_DEFAULT"]

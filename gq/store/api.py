@@ -28,7 +28,7 @@ clock).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Awaitable, Iterable, NamedTuple, Protocol, Sequence, Union
+from typing import Awaitable, ContextManager, Iterable, NamedTuple, Protocol, Sequence, Union
 
 from gq._core.codec import JobRecord
 from gq.submission import JobSpec
@@ -167,6 +167,9 @@ class Store(Protocol):
     capabilities: Capabilities
     liveness: Liveness
     doorbell: Doorbell
+    ended_bell: Doorbell
+    """Rung once a commit that ended a job (completed, failed, dead_letter,
+    cancelled) is durable; result waiters listen (`watch_ends`)."""
 
     # -- reads ------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
@@ -182,6 +185,13 @@ class Store(Protocol):
 
     def paused_types(self) -> frozenset[str]:
         """The job types currently paused."""
+
+    def watch_ends(self, job_id: str) -> ContextManager:
+        """A context manager giving a non-blocking socket that becomes readable
+        after a commit that ended `job_id` (possibly after others too: the
+        waiter re-reads its job). Entered before the waiter's first read, so no
+        ending between that read and the wait is missed. May block (PostgreSQL:
+        a LISTEN session and a waiter row)."""
 
     def states_of(self, job_ids: Iterable[str]) -> dict[str, tuple[int, int, str]]:
         """(state, attempts, lease owner) of each job that exists."""

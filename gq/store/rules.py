@@ -21,6 +21,8 @@ from gq.jobs import Category, JobError
 PURGEABLE = (S.COMPLETED, S.FAILED, S.CANCELLED)
 # Dependency states that can never become `completed`: their dependents are blocked.
 UNSATISFIABLE = (S.FAILED, S.DEAD_LETTER, S.CANCELLED)
+# Where a job's run ends: a commit moving a job into one wakes its result waiters.
+ENDED_STATES = frozenset((S.COMPLETED,) + UNSATISFIABLE)
 
 # Why a job in this state cannot be retried, and what a user can do instead.
 _NOT_RETRIABLE_BECAUSE = {

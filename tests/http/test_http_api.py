@@ -368,3 +368,24 @@ def test_the_api_on_each_store_backend(location, serve):
         api.worker.stop(timeout=15)
     finally:
         q.close()
+
+
+def test_result_waits_for_the_job_to_end(make_queue, serve):
+    q = register(make_queue())
+    api = serve(q)
+    job = api("POST", "/v1/jobs", {"type": "ok", "payload": {"sleep": 0.3}}).json["id"]
+    got = api("GET", f"/v1/jobs/{job}/result?timeout=30")
+    assert got.status == 200 and got.json["state"] == "completed"
+    assert got.json["result"] == {"echo": {"sleep": 0.3}}
+    bad = api("POST", "/v1/jobs", {"type": "bad"}).json["id"]
+    got = api("GET", f"/v1/jobs/{bad}/result?timeout=30")
+    assert got.status == 200 and got.json["state"] == "failed"
+    assert got.json["error"]["message"] == "PermanentError: no total"
+    later = api("POST", "/v1/jobs", {"type": "ok", "delay": 3600}).json["id"]
+    got = api("GET", f"/v1/jobs/{later}/result?timeout=0.1")
+    assert got.status == 202 and got.json["state"] == "scheduled"
+    assert api("GET", "/v1/jobs/nope/result?timeout=1").status == 404
+    for text, words in (("abc", "timeout 'abc' is not a number of seconds"),
+                        ("61", "timeout 61 is out of range 0..60 seconds")):
+        got = api("GET", f"/v1/jobs/{later}/result?timeout={text}")
+        assert got.status == 400 and words in got.json["message"], got.json

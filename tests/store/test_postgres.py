@@ -375,13 +375,14 @@ def _true_counts(postgres_url):
 
 def test_schema_v2_store_is_migrated_on_open_and_counts_stay_exact(postgres_url):
     """A store made by schema v2 (its jobs counted by the insert trigger) opens
-    as v3: the two dropped indexes are gone, the lone batch INSERT counts its
+    migrated to the latest version: v3's two dropped indexes are gone, v4's
+    result waiters table is there, the lone batch INSERT counts its
     own jobs (the trigger skips them), inserts inside a longer transaction and
     moved-in records are still counted by the trigger, never twice."""
     from gq.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
     from gq.store.records import restore_record
 
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(MIGRATIONS[0])
         conn.execute(MIGRATIONS[1])
@@ -393,7 +394,8 @@ def test_schema_v2_store_is_migrated_on_open_and_counts_stay_exact(postgres_url)
     try:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             assert conn.execute("SELECT value FROM gq_meta WHERE key = 'schema_version'"
-                                ).fetchone()[0] == "3"
+                                ).fetchone()[0] == "4"
+            assert conn.execute("SELECT to_regclass('gq_waiters')").fetchone()[0] is not None
             assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN "
                                 "('gq_jobs_by_state', 'gq_jobs_ready_feed') AND schemaname "
                                 "= current_schema()").fetchone()[0] == 0
@@ -413,7 +415,7 @@ def test_schema_v2_store_is_migrated_on_open_and_counts_stay_exact(postgres_url)
                                                                           "old-3"]
     finally:
         store.close()
-    reopened = PostgresStore(postgres_url)    # v3 already: nothing to migrate
+    reopened = PostgresStore(postgres_url)    # v4 already: nothing to migrate
     reopened.close()
 
 

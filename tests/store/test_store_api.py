@@ -15,7 +15,7 @@ from gq.store.postgres.store import PostgresStore
 # Writes a worker calls from its event loop: each has an `a`-prefixed twin.
 TWINS = ("claim", "finish", "extend", "hand_back", "promote_due", "expire_lifetimes",
          "reclaim_owner", "purge")
-MEMBERS = ("capabilities", "liveness", "doorbell", "path", "tag")
+MEMBERS = ("capabilities", "liveness", "doorbell", "ended_bell", "path", "tag")
 
 
 def contract_methods():
@@ -56,3 +56,4 @@ def test_capabilities_are_declared_not_probed():
     assert PostgresStore.capabilities.claims_by_quota
     assert not PostgresStore.capabilities.ready_feed
     assert not PostgresStore.capabilities.boot_scoped
+    assert LMDBStore.capabilities.local_reads and not PostgresStore.capabilities.local_reads

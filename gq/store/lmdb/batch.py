@@ -12,6 +12,7 @@ from gq._core.plan import plan_rows, with_lifetime
 from gq._core.seq import SequenceCounter
 from gq.errors import JobNotFound, RecordCorrupted
 from gq.metrics import PERSISTENCE_ERRORS
+from gq.store.rules import ENDED_STATES
 from gq.store.lmdb import keys as K
 from gq.store.lmdb import blocking, space
 
@@ -47,7 +48,7 @@ class Batch:
     __slots__ = ("txn", "store", "db", "_seq", "_count_deltas", "wrote",
                  "rows", "planned", "planned_keys", "ring", "has_dependents", "_paused",
                  "_jobs_cur", "_index_cur", "_plain", "_requeued", "after_commit",
-                 "doomed_dependency", "room")
+                 "doomed_dependency", "room", "ended")
 
     def __init__(self, store, txn):
         self.txn = txn
@@ -63,6 +64,7 @@ class Batch:
         # planned together, one compiled call per batch: [(specs, ids to fill)].
         self._plain: list[tuple[list, list]] = []
         self.ring = False   # wake workers after commit: work became ready, or a cancel
+        self.ended = False  # a job ended: wake result waiters once the commit is durable
         self.has_dependents: bool | None = None
         self._paused: frozenset | None = None
         self._requeued = 0    # change of "scheduled jobs that already ran" (see move)
@@ -157,6 +159,8 @@ class Batch:
         old_state, old_ready_seq, old_run_at = rec.state, rec.ready_seq, rec.run_at
         old_started = rec.started_at
         rec.move_to(new_state)                 # InvalidTransition: nothing written yet
+        if new_state in ENDED_STATES:
+            self.ended = True
         if self._plain:
             self.plan_plain()
         if self.planned:                       # keep ready keys appended in seq order

@@ -5,20 +5,25 @@ commit that makes work ready (or cancels a running job) sends one byte to every
 socket there; a worker blocked in its event loop wakes at once. A datagram to a
 socket nobody holds any more fails with ECONNREFUSED: that file is removed.
 A full socket buffer (EAGAIN) means a wake-up is already pending: nothing lost.
+
+Result waiters (`Queue.result`) listen the same way in `<data dir>/wake/ended/`,
+rung once a commit that ended a job is durable.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import socket
 
 WAKE_DIR = "wake"
+ENDED_DIR = os.path.join(WAKE_DIR, "ended")   # result waiters
 
 
 class Doorbell:
-    def __init__(self, data_dir: str):
-        self.dir = os.path.join(data_dir, WAKE_DIR)
+    def __init__(self, data_dir: str, subdir: str = WAKE_DIR):
+        self.dir = os.path.join(data_dir, subdir)
         os.makedirs(self.dir, exist_ok=True)
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
@@ -31,7 +36,7 @@ class Doorbell:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setblocking(False)
         if len(path.encode()) >= 108:   # sun_path limit: fall back to a short name
-            path = os.path.join(self.dir, f"{os.getpid()}.sock")
+            path = os.path.join(self.dir, f"{os.getpid()}-{secrets.token_hex(3)}.sock")
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -50,7 +50,7 @@ from gq.store.lmdb import keys as K
 from gq.store.lmdb.batch import Batch, ReadView, load_record, read_counts, read_paused, \
     running_records
 from gq.store.lmdb.check import check_records
-from gq.store.lmdb.doorbell import Doorbell
+from gq.store.lmdb.doorbell import ENDED_DIR, Doorbell
 from gq.store.lmdb.env import LOGICAL_TABLES, TABLES, durable_commit, is_engine_failure, open_env
 from gq.store.lmdb.gate import EnvGate
 from gq.store.lmdb.liveness import LockFiles
@@ -87,6 +87,7 @@ class LMDBStore(WriterStore):
                                       cooldown=circuit_cooldown)
         self.reopens = 0          # environments reopened after an I/O error
         self.doorbell = Doorbell(path)
+        self.ended_bell = Doorbell(path, ENDED_DIR)    # result waiters (watch_ends)
         self.liveness = LockFiles(path)
         self._writer = GroupCommitWriter(self._run_batch, name=f"gq-writer:{path}")
         self._closed = False
@@ -252,6 +253,8 @@ class LMDBStore(WriterStore):
         # overlap it: a claim's own commit syncs this meta page before it can be
         # durable, and a worker starts a job only once its claim is durable.
         durable_commit(env, txn, visible=self.doorbell.ring if batch.ring else None)
+        if batch.ended:        # a waiter told a job ended can trust it: after the sync
+            self.ended_bell.ring()
         for fn in batch.after_commit:
             fn()
 
@@ -333,6 +336,16 @@ class LMDBStore(WriterStore):
     def counts(self):
         with self._read() as txn:
             return read_counts(txn, self._db)
+
+    @contextlib.contextmanager
+    def watch_ends(self, job_id: str):
+        """A socket in wake/ended/, readable after a durable commit that ended a
+        job (any job: the waiter re-reads its own); see Store.watch_ends."""
+        sock = self.ended_bell.listen(f"{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            yield sock
+        finally:
+            self.ended_bell.unlisten(sock)
 
     def paused_types(self):
         with self._read() as txn:
@@ -426,6 +439,7 @@ class LMDBStore(WriterStore):
         self._writer.close()
         self._closed = True
         self.doorbell.close()
+        self.ended_bell.close()
         with self._gate.reopening():
             if self._env is not None:
                 self._env.close()

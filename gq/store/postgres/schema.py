@@ -19,6 +19,9 @@ Tables:
   gq_instances   worker heartbeats: liveness across machines (no file locks)
   gq_meta        schema_version, tag
   gq_periodic    periodic schedule -> last occurrence submitted (v2)
+  gq_waiters     jobs a `Queue.result` call waits on (v4): a statement trigger on
+                 gq_jobs NOTIFYs "gq:<schema>:ended" when an UPDATE ends one of
+                 them, so an ending nobody waits on costs one empty-table probe
 
 Indexes serve exactly the queries of gq.store.postgres.store: the claim (type,
 priority DESC, ready_seq) over ready rows only, delayed jobs by run_at,
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 from gq.store.postgres.scheduling import MIGRATION_V2
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # State codes (gq._core.states): 0 pending, 1 scheduled, 2 running, 3 completed,
 # 4 failed, 5 dead_letter, 6 cancelled.
@@ -149,5 +152,30 @@ DROP INDEX gq_jobs_by_state;
 DROP INDEX gq_jobs_ready_feed;
 """
 
-MIGRATIONS: list[str] = [_V1, MIGRATION_V2, _V3]
+# v4: result waiters. NOTIFY only when someone waits: a notifying commit takes
+# PostgreSQL's global notify lock, which would line every worker's finish up.
+_V4 = r"""
+CREATE TABLE gq_waiters (
+    id     bigserial PRIMARY KEY,
+    job_id text NOT NULL,
+    since  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX gq_waiters_job ON gq_waiters (job_id);
+
+CREATE FUNCTION gq_notify_ended() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM gq_waiters) AND EXISTS (
+            SELECT 1 FROM new_rows n JOIN gq_waiters w ON w.job_id = n.id
+            WHERE n.state IN (3, 4, 5, 6)) THEN
+        PERFORM pg_notify(left('gq:' || current_schema() || ':ended', 63), '');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER gq_jobs_notify_ended AFTER UPDATE ON gq_jobs
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION gq_notify_ended();
+"""
+
+MIGRATIONS: list[str] = [_V1, MIGRATION_V2, _V3, _V4]
 assert len(MIGRATIONS) == SCHEMA_VERSION

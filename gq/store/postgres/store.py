@@ -113,6 +113,7 @@ class PostgresStore(WriterStore):
         self._lanes = [Lane(url, first if i == 0 else None) for i in range(writer_lanes())]
         self._next_lane = itertools.count()
         self.doorbell = ListenDoorbell(url, self.channel)
+        self.ended_bell = ListenDoorbell(url, f"{self.channel}:ended")   # watch_ends
         self.liveness = Instances(self)
         for i, lane in enumerate(self._lanes):
             lane.writer = GroupCommitWriter(functools.partial(self._run_batch, lane),
@@ -340,6 +341,27 @@ class PostgresStore(WriterStore):
                       "INSERT INTO gq_counts SELECT state, type, sum(n) FROM gone "
                       "GROUP BY 1, 2 HAVING sum(n) <> 0")
 
+    @contextlib.contextmanager
+    def watch_ends(self, job_id: str):
+        """A socket readable after a commit that ended `job_id` (schema v4's
+        trigger NOTIFYs while a gq_waiters row names it); see Store.watch_ends.
+        Rows older than a day are a dead waiter's: the next waiter clears them."""
+        sock = self.ended_bell.listen(job_id)   # LISTENing before the row: no ring missed
+        try:
+            (row,) = self.query(
+                "WITH stale AS (DELETE FROM gq_waiters WHERE since < clock_timestamp() - "
+                "interval '1 day') INSERT INTO gq_waiters (job_id) VALUES (%s) RETURNING id",
+                (job_id,))
+            try:
+                yield sock
+            finally:
+                try:
+                    self.execute("DELETE FROM gq_waiters WHERE id = %s", (row[0],))
+                except GQError as e:    # the server is away: the row goes stale, harmless
+                    log.warning("could not remove result waiter %s: %s", row[0], e)
+        finally:
+            self.ended_bell.unlisten(sock)
+
     def paused_types(self):
         return frozenset(r[0] for r in self.query("SELECT type FROM gq_paused"))
 
@@ -405,6 +427,7 @@ class PostgresStore(WriterStore):
             lane.writer.close()
         self._closed = True
         self.doorbell.close()
+        self.ended_bell.close()
         self._pool.close()
         for lane in self._lanes:
             lane.close()

@@ -1,0 +1,109 @@
+"""Waiting for a job's result (`Queue.result`, `Queue.aresult`).
+
+The waiter reads the job; while it has not ended, it waits on the store's
+`watch_ends` socket, which a durable commit that ended a job makes readable
+(LMDB: a datagram from whichever process committed; PostgreSQL: NOTIFY from a
+trigger, only while a waiter is registered), then reads again. No polling: the
+re-read every RECHECK_INTERVAL is only the safety net the workers have too, for
+a wake-up lost (a LISTEN session being reopened) or a job purged meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import select
+import time
+
+from gq._core import states as S
+from gq.config import check_duration
+from gq.errors import JobFailed, JobNotFound, ValidationError
+from gq.jobs import JobInfo
+from gq.store.loop import store_read
+from gq.store.rules import ENDED_STATES
+
+RECHECK_INTERVAL = 1.0    # safety net only; the wake-up is what ends a wait
+
+_NOTHING = object()
+
+
+def verdict(store, job_id: str):
+    """The result if `job_id` completed; JobFailed if it ended otherwise;
+    _NOTHING while it has not ended; JobNotFound if it is not stored."""
+    record = store.get(job_id)
+    if record is None:
+        raise JobNotFound(job_id)
+    if record.state not in ENDED_STATES:
+        return _NOTHING
+    info = JobInfo(record)
+    if record.state == S.COMPLETED:
+        return info.result
+    raise JobFailed(info)
+
+
+def check_wait(job_id, timeout) -> float:
+    """The wait's deadline on the monotonic clock (inf: no timeout)."""
+    if not isinstance(job_id, str):
+        raise ValidationError(f"job id must be a string, got {type(job_id).__name__}")
+    timeout = check_duration("timeout", timeout, allow_zero=True)
+    return math.inf if timeout is None else time.monotonic() + timeout
+
+
+def _timed_out(store, job_id: str, timeout) -> TimeoutError:
+    record = store.get(job_id)
+    state = S.STATE_NAMES[record.state] if record is not None else "gone"
+    return TimeoutError(f"job {job_id!r} did not end within {timeout:g}s (it is {state}); "
+                        "wait longer, or `gq inspect` it to see why")
+
+
+def _drain(sock) -> None:
+    try:
+        while sock.recv(64):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def wait(store, job_id: str, timeout: float | None = None):
+    """Block until `job_id` ends: its result, or JobFailed / TimeoutError."""
+    deadline = check_wait(job_id, timeout)
+    value = verdict(store, job_id)
+    if value is not _NOTHING:
+        return value
+    with store.watch_ends(job_id) as sock:
+        while (value := verdict(store, job_id)) is _NOTHING:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(store, job_id, timeout)
+            readable, _, _ = select.select([sock], [], [], min(left, RECHECK_INTERVAL))
+            if readable:
+                _drain(sock)
+    return value
+
+
+async def await_(store, job_id: str, timeout: float | None = None):
+    """`wait` for an event loop: the socket is watched by the loop, and store
+    calls that can block go to a thread (gq.store.loop.store_read)."""
+    deadline = check_wait(job_id, timeout)
+    value = await store_read(store, verdict, store, job_id)
+    if value is not _NOTHING:
+        return value
+    loop = asyncio.get_running_loop()
+    watch = store.watch_ends(job_id)
+    sock = await asyncio.to_thread(watch.__enter__)
+    woken = asyncio.Event()
+    loop.add_reader(sock.fileno(), lambda: (_drain(sock), woken.set()))
+    try:
+        while (value := await store_read(store, verdict, store, job_id)) is _NOTHING:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise await asyncio.to_thread(_timed_out, store, job_id, timeout)
+            try:
+                await asyncio.wait_for(woken.wait(), min(left, RECHECK_INTERVAL))
+            except asyncio.TimeoutError:
+                pass
+            woken.clear()
+        return value
+    finally:
+        loop.remove_reader(sock.fileno())
+        await asyncio.to_thread(watch.__exit__, None, None, None)

@@ -1,0 +1,138 @@
+"""Waiting for results (`Queue.result`, `Queue.aresult`) from another process
+than the worker's, on both stores: the waiter is woken by the commit that ends
+the job. The safety-net re-read is switched off here (an hour), so a wait that
+returns was woken by the store's wake-up, not by polling."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+import gq
+from gq import results
+from worker_harness import run_cli
+
+
+@pytest.fixture(autouse=True)
+def no_safety_net(monkeypatch):
+    monkeypatch.setattr(results, "RECHECK_INTERVAL", 3600.0)
+
+
+@pytest.fixture
+def queue_and_worker(location, spawn_worker):
+    worker = spawn_worker("app_results:q", "--concurrency", "64")
+    worker.wait_started()
+    with gq.Queue(location) as q:
+        yield q, worker
+
+
+def test_result_of_a_job_run_by_another_process(queue_and_worker):
+    q, _ = queue_and_worker
+    job = q.submit("add", {"a": 2, "b": 3, "sleep": 0.2})
+    assert q.result(job, timeout=30) == 5
+    assert q.result(job) == 5          # ended already: no wait at all
+
+
+def test_aresult_does_not_hold_the_event_loop(queue_and_worker):
+    q, _ = queue_and_worker
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+        jobs = [q.submit("add", {"a": i, "b": 1, "sleep": 0.3}) for i in range(5)]
+        tick = asyncio.create_task(ticker())
+        got = await asyncio.gather(*(q.aresult(j, timeout=30) for j in jobs))
+        tick.cancel()
+        return got, ticks
+    got, ticks = asyncio.run(main())
+    assert got == [1, 2, 3, 4, 5]
+    assert ticks >= 5, "the loop did not run while the results were awaited"
+
+
+def test_many_waiters_in_threads(queue_and_worker):
+    q, _ = queue_and_worker
+    jobs = q.submit_many([{"type": "add", "payload": {"a": i, "b": i, "sleep": 0.1}}
+                          for i in range(32)])
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        got = list(pool.map(lambda j: q.result(j, timeout=60), jobs))
+    assert got == [2 * i for i in range(32)]
+
+
+def test_a_failed_job_raises_job_failed_with_its_info(queue_and_worker):
+    q, _ = queue_and_worker
+    job = q.submit("fail", {"x": 1})
+    with pytest.raises(gq.JobFailed) as e:
+        q.result(job, timeout=30)
+    info = e.value.info
+    assert info.id == job and info.state is gq.State.FAILED
+    assert info.error.category is gq.Category.PERMANENT
+    assert str(e.value) == (f"job {job!r} ended failed (permanent: PermanentError: "
+                            "cannot do {'x': 1})")
+
+
+def test_a_dead_lettered_job_raises_job_failed(queue_and_worker):
+    q, _ = queue_and_worker
+    job = q.submit("flaky")
+    with pytest.raises(gq.JobFailed) as e:
+        q.result(job, timeout=30)
+    assert e.value.info.state is gq.State.DEAD_LETTER
+    assert e.value.info.error.category is gq.Category.TEMPORARY
+
+
+def test_a_cancel_ends_the_wait(queue_and_worker):
+    q, _ = queue_and_worker
+    job = q.submit("wait")
+    threading.Timer(0.3, q.cancel, (job,)).start()
+    with pytest.raises(gq.JobFailed) as e:
+        q.result(job, timeout=30)
+    assert e.value.info.state is gq.State.CANCELLED
+    assert str(e.value) == f"job {job!r} ended cancelled"
+
+
+def test_timeout(queue_and_worker):
+    q, _ = queue_and_worker
+    job = q.submit("add", {"a": 1, "b": 1}, run_at=time.time() + 3600)
+    with pytest.raises(TimeoutError) as e:
+        q.result(job, timeout=0.2)
+    assert str(e.value) == (f"job {job!r} did not end within 0.2s (it is scheduled); "
+                            "wait longer, or `gq inspect` it to see why")
+    with pytest.raises(TimeoutError):
+        asyncio.run(q.aresult(job, timeout=0))
+
+
+def test_bad_arguments_and_unknown_jobs(make_queue):
+    q = make_queue()
+    with pytest.raises(gq.JobNotFound):
+        q.result("no-such-job", timeout=1)
+    with pytest.raises(gq.JobNotFound):
+        asyncio.run(q.aresult("no-such-job", timeout=1))
+    job = q.submit("t")
+    with pytest.raises(gq.ValidationError, match="timeout must be zero or more seconds"):
+        q.result(job, timeout=-1)
+    with pytest.raises(gq.ValidationError, match="job id must be a string"):
+        q.result(42)
+
+
+def test_gq_result(queue_and_worker, location):
+    q, _ = queue_and_worker
+    done = q.submit("add", {"a": 20, "b": 22, "sleep": 0.2})
+    result = run_cli("result", done, "--data", location, "--timeout", "30s")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "42\n", "")
+    failed = q.submit("fail", {"x": 2})
+    result = run_cli("result", failed, "--data", location)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (f"gq result: job {failed!r} ended failed (permanent: "
+                             "PermanentError: cannot do {'x': 2})\n")
+    later = q.submit("add", {"a": 1, "b": 1}, run_at=time.time() + 3600)
+    result = run_cli("result", later, "--data", location, "--timeout", "0.1")
+    assert result.returncode == 124
+    assert "did not end within 0.1s (it is scheduled)" in result.stderr
