@@ -15,8 +15,8 @@ except ImportError as e:  # pragma: no cover - exercised by a broken install onl
 
 from gq.errors import (CycleError, DataDirError, GQError, InvalidTransition, JobFailed,
                        JobNotFound, NotRetriable, PayloadTooLarge, PermanentError, QueueFull,
-                       RecordCorrupted, StorageFull, StoreUnavailable, TemporaryError,
-                       UnknownDependency, ValidationError)
+                       RecordCorrupted, Snooze, StorageFull, StoreUnavailable,
+                       TemporaryError, UnknownDependency, ValidationError)
 from gq.jobs import Category, JobError, JobInfo, State
 from gq.queue import Queue
 
@@ -27,7 +27,7 @@ __all__ = [
     "GQError", "ValidationError", "PayloadTooLarge", "QueueFull", "CycleError",
     "UnknownDependency", "StorageFull", "StoreUnavailable", "DataDirError",
     "RecordCorrupted", "InvalidTransition", "NotRetriable", "JobNotFound", "JobFailed",
-    "TemporaryError", "PermanentError",
+    "TemporaryError", "PermanentError", "Snooze",
 ]
 
 

@@ -160,3 +160,18 @@ class TemporaryError(GQError):
 
 class PermanentError(GQError):
     """Raise from a handler when retrying cannot help: the job goes to `failed`."""
+
+
+class Snooze(Exception):
+    """Raise from a handler to put the job back: `scheduled` again in `seconds`,
+    the attempt not counted against max_attempts (its max_attempts grows by one,
+    as River's JobSnooze does), its last error kept. Not a failure: nothing is
+    logged as one and no back-off applies."""
+
+    def __init__(self, seconds: float):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                or not 0 <= seconds < float("inf"):
+            raise ValidationError(f"Snooze takes a number of seconds, zero or more, "
+                                  f"got {seconds!r}")
+        self.seconds = float(seconds)
+        super().__init__(f"snoozed for {self.seconds:g}s")

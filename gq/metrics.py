@@ -33,6 +33,10 @@ JOBS_FAILED = Counter(
 JOBS_RETRIED = Counter(
     "gq_jobs_retried", "Failed attempts scheduled to run again, by type.",
     ["type"], registry=REGISTRY)
+JOBS_SNOOZED = Counter(
+    "gq_jobs_snoozed", "Attempts that ended in gq.Snooze (back to scheduled, no "
+    "attempt used), by type.",
+    ["type"], registry=REGISTRY)
 JOBS_DEAD_LETTERED = Counter(
     "gq_jobs_dead_lettered", "Jobs moved to dead_letter (attempts exhausted, lifetime, "
     "crash-loop quarantine), by type.",

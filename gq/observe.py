@@ -58,6 +58,11 @@ def attempt_failed(job_type: str, category: str, retried: bool, dead_lettered: b
         _child(M.JOBS_DEAD_LETTERED, job_type).inc()
 
 
+def snoozed(job_type: str) -> None:
+    """An attempt that raised gq.Snooze."""
+    _child(M.JOBS_SNOOZED, job_type).inc()
+
+
 def observe_many(histogram_child, values) -> None:
     """Histogram.observe for each value, with one increment per bucket hit."""
     try:

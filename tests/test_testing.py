@@ -102,6 +102,23 @@ def test_failures_retries_and_last_error(tmp_path):
     app.close()
 
 
+def test_snoozes_and_results_under_drain():
+    with temporary_queue() as q:
+        @q.handler("poll", max_attempts=1)
+        def poll(job):
+            if job.attempt < 3:
+                raise gq.Snooze(3600)
+            return "ready"
+        job = q.submit("poll")
+        drain(q)                      # snoozed for an hour: left scheduled
+        assert q.get(job).state is gq.State.SCHEDULED
+        with pytest.raises(TimeoutError):
+            q.result(job, timeout=0)
+        drain(q, include_delayed=True)   # snoozes run out at once, as back-offs do
+        assert q.result(job, timeout=0) == "ready"
+        assert (q.get(job).attempts, q.get(job).max_attempts) == (3, 3)
+
+
 def test_paused_types_are_left_alone():
     with temporary_queue() as q:
         @q.handler("t")

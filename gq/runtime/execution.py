@@ -18,7 +18,7 @@ import orjson
 
 from gq import observe, plain_json
 from gq._core import states as S
-from gq.errors import PermanentError, TemporaryError, ValidationError
+from gq.errors import PermanentError, Snooze, TemporaryError, ValidationError
 from gq.jobs import Category, JobError
 from gq.retry import backoff_delay, should_retry
 
@@ -28,10 +28,11 @@ log = logging.getLogger("gq.worker")
 class Outcome(NamedTuple):
     """What an attempt ended in, as the store records it."""
 
-    state: int          # S.COMPLETED, S.SCHEDULED (a retry), S.FAILED, S.DEAD_LETTER
+    state: int          # S.COMPLETED, S.SCHEDULED (a retry, a snooze), S.FAILED, S.DEAD_LETTER
     result: bytes       # the encoded result (completed), else b""
-    error: bytes        # the encoded JobError (a failure), else b""
-    run_at: float       # a retry's wall-clock start, else 0.0
+    error: bytes        # the encoded JobError (a failure; a snooze keeps the last), else b""
+    run_at: float       # a retry's or a snooze's wall-clock start, else 0.0
+    max_attempts: int = 0   # a snooze: the job's max_attempts, one more; else 0 (unchanged)
 
 
 class Settings(NamedTuple):
@@ -158,6 +159,8 @@ class Runner:
                      extra={"job_id": record.id, "job_type": record.type,
                             "attempt": record.attempts, "reason": reason})
             return None
+        except Snooze as snooze:
+            return self.snoozed(record, max_attempts, snooze.seconds)
         except TemporaryError as exc:
             return self.failure(record, spec, max_attempts, Category.TEMPORARY,
                                 f"{type(exc).__name__}: {exc}", None)
@@ -175,6 +178,17 @@ class Runner:
         except ValidationError as e:   # stored changed is worse than not stored
             return self.failure(record, spec, max_attempts, Category.PERMANENT,
                                 f"the handler's result is not plain JSON: {e}", None)
+
+    def snoozed(self, record, max_attempts: int, seconds: float) -> Outcome:
+        """The handler raised Snooze: back to scheduled in `seconds`, with one more
+        attempt allowed, so the snooze does not use one up."""
+        log.info("job %s (%s) attempt %d snoozed for %gs", record.id, record.type,
+                 record.attempts, seconds,
+                 extra={"job_id": record.id, "job_type": record.type,
+                        "attempt": record.attempts, "snooze": seconds})
+        observe.snoozed(record.type)
+        return Outcome(S.SCHEDULED, b"", record.error, time.time() + seconds,
+                       max_attempts + 1)
 
     def failure(self, record, spec, max_attempts, category, message, tb) -> Outcome:
         """The outcome of a failed attempt: retry later, failed, or dead_letter."""

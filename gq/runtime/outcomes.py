@@ -18,19 +18,9 @@ from typing import Awaitable, Callable, NamedTuple
 from gq._core import states as S
 from gq.errors import GQError, PersistenceError
 from gq.runtime.execution import Outcome, Running
+from gq.store.api import Finish
 
 log = logging.getLogger("gq.worker")
-
-
-class Finish(NamedTuple):
-    """One outcome as `afinish_many_and_claim` takes it."""
-
-    job_id: str
-    attempt: int
-    state: int
-    result: bytes
-    error: bytes
-    run_at: float
 
 
 class Ended(NamedTuple):

@@ -95,6 +95,7 @@ class Finish(NamedTuple):
     result: bytes
     error: bytes
     run_at: float
+    max_attempts: int = 0    # > 0: the job's new max_attempts (a snooze); 0: unchanged
 
 
 class Lease(NamedTuple):
@@ -285,10 +286,12 @@ class Store(Protocol):
         skipped. `aclaim` is its twin."""
 
     def finish(self, job_id: str, *, attempt: int, owner: str, state: int, now: float,
-               result: bytes = b"", error: bytes = b"", run_at: float = 0.0) -> JobRecord:
-        """running -> completed | scheduled (retry at `run_at`) | failed |
+               result: bytes = b"", error: bytes = b"", run_at: float = 0.0,
+               max_attempts: int = 0) -> JobRecord:
+        """running -> completed | scheduled (retry or snooze at `run_at`) | failed |
         dead_letter, fenced: `LeaseLost` unless still running under `owner` at
-        `attempt`. Completing releases dependents. `afinish` is its twin."""
+        `attempt`. Completing releases dependents. `max_attempts` > 0 becomes the
+        job's own (a snooze allows one more). `afinish` is its twin."""
 
     def afinish_many_and_claim(self, finishes: Sequence[Finish], *, owner: str, now: float,
                                candidates: ClaimRequest = (), lease_deadline: float = 0.0

@@ -150,25 +150,27 @@ class WriterStore:
         return await self._awrite(functools.partial(self.ops.hand_back, jobs, owner, now))
 
     def finish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
-               run_at=0.0):
+               run_at=0.0, max_attempts=0):
         """Record the outcome of attempt `attempt`: running -> completed | scheduled
-        (retry at `run_at`) | failed | dead_letter. Fenced: refused with LeaseLost
-        unless the job is still running under this owner and attempt. Completing
-        a job releases dependents whose dependencies are now all completed."""
+        (retry or snooze at `run_at`) | failed | dead_letter. Fenced: refused with
+        LeaseLost unless the job is still running under this owner and attempt.
+        Completing a job releases dependents whose dependencies are now all
+        completed. `max_attempts` > 0 becomes the job's own (a snooze)."""
         return self._write(functools.partial(self.ops.finish, job_id, attempt, owner, state,
-                                             now, result, error, run_at))
+                                             now, result, error, run_at, max_attempts))
 
     async def afinish(self, job_id, *, attempt, owner, state, now, result=b"", error=b"",
-                      run_at=0.0):
+                      run_at=0.0, max_attempts=0):
         return await self._awrite(functools.partial(self.ops.finish, job_id, attempt, owner,
-                                                    state, now, result, error, run_at))
+                                                    state, now, result, error, run_at,
+                                                    max_attempts))
 
     async def afinish_many_and_claim(self, finishes, *, owner, now, candidates=(),
                                      lease_deadline=0.0):
         """Several `finish`es and a `claim` in one transaction: a busy worker
         records the outcomes of the jobs that just ended and refills their slots
-        with one commit. `finishes`: (job_id, attempt, state, result, error,
-        run_at) tuples. Returns ({job_id: refusal} for finishes refused with
+        with one commit. `finishes`: Finish tuples (job_id, attempt, state, result,
+        error, run_at, max_attempts). Returns ({job_id: refusal} for finishes refused with
         LeaseLost or JobNotFound, claimed records); refused finishes do not stop
         the others, nor the claim."""
         return await self._awrite(functools.partial(

@@ -107,7 +107,8 @@ def hand_back(jobs, owner, now, b: Batch):
     return handed
 
 
-def finish(job_id, attempt, owner, state, now, result, error, run_at, b: Batch):
+def finish(job_id, attempt, owner, state, now, result, error, run_at, max_attempts,
+           b: Batch):
     rec = b.load_existing(job_id)
     if rec.state != S.RUNNING or rec.attempts != attempt or rec.lease_owner != owner:
         raise LeaseLost(job_id, attempt, S.STATE_NAMES[rec.state], rec.attempts)
@@ -118,6 +119,8 @@ def finish(job_id, attempt, owner, state, now, result, error, run_at, b: Batch):
         changes.update(error=error, run_at=run_at)
     else:
         changes.update(error=error, finished_at=now)
+    if max_attempts:                 # a snooze: one more attempt allowed
+        changes["max_attempts"] = max_attempts
     b.move(rec, state, now, **changes)
     if state == S.COMPLETED:
         release_dependents(b, job_id, now)
@@ -177,9 +180,10 @@ def purge(cutoff, limit, b: Batch) -> int:
 
 def finish_many_and_claim(finishes, owner, now, candidates, lease_deadline, b: Batch):
     refused = {}
-    for job_id, attempt, state, result, error, run_at in finishes:
+    for job_id, attempt, state, result, error, run_at, *snooze in finishes:   # Finish
         try:
-            finish(job_id, attempt, owner, state, now, result, error, run_at, b)
+            finish(job_id, attempt, owner, state, now, result, error, run_at,
+                   snooze[0] if snooze else 0, b)
         except (LeaseLost, JobNotFound, RecordCorrupted) as e:   # before that finish wrote
             refused[job_id] = e
     claimed = claim(candidates, owner, lease_deadline, now, b) if candidates else []

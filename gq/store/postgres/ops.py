@@ -12,7 +12,7 @@ import time
 
 from gq._core import states as S
 from gq.errors import JobNotFound, LeaseLost
-from gq.store.api import ClaimQuota
+from gq.store.api import ClaimQuota, Finish
 from gq.store import rules
 from gq.store.postgres import scheduling as pg_scheduling
 from gq.store.postgres import sql
@@ -165,7 +165,7 @@ def finish_many(tx: Tx, finishes, owner, now, records: bool = True):
     Returns ({job_id: LeaseLost | JobNotFound} refused, finished records, or
     (id, state, ready_seq) rows when not `records`). One statement also takes the
     completed jobs' dependents out of gq_dependents (to be released below)."""
-    finishes = list(finishes)
+    finishes = [Finish(*f) for f in finishes]    # a bare 6-tuple: max_attempts unchanged
     if not finishes:
         return {}, []
     for job_id, _, state, *_ in finishes:
@@ -181,10 +181,13 @@ def finish_many(tx: Tx, finishes, owner, now, records: bool = True):
         f" run_at = CASE WHEN f.state = {sql.SCHEDULED} THEN f.run_at ELSE j.run_at END,"
         f" finished_at = CASE WHEN f.state IN {sql.ENDED} THEN %(now)s "
         " ELSE j.finished_at END,"
+        " max_attempts = CASE WHEN f.max_attempts > 0 THEN f.max_attempts "
+        " ELSE j.max_attempts END,"
         " updated_at = %(now)s "
         "FROM unnest(%(ids)s::text[], %(attempts)s::int4[], %(states)s::int2[], "
-        " %(results)s::bytea[], %(errors)s::bytea[], %(run_ats)s::float8[]) "
-        " AS f(id, attempt, state, result, error, run_at) "
+        " %(results)s::bytea[], %(errors)s::bytea[], %(run_ats)s::float8[], "
+        " %(max_attempts)s::int4[]) "
+        " AS f(id, attempt, state, result, error, run_at, max_attempts) "
         f"WHERE j.id = f.id AND j.state = {sql.RUNNING} AND j.attempts = f.attempt "
         " AND j.lease_owner = %(owner)s RETURNING j.id AS id_, j.state AS state_, "
         f" coalesce(j.ready_seq, 0) AS ready_, {J_COLUMNS if records else 'NULL'}), "
@@ -193,7 +196,8 @@ def finish_many(tx: Tx, finishes, owner, now, records: bool = True):
         "SELECT *, (SELECT array_agg(DISTINCT dependent) FROM gone) FROM done",
         {"now": now, "owner": owner, "ids": list(cols[0]), "attempts": list(cols[1]),
          "states": list(cols[2]), "results": [bytes(r) for r in cols[3]],
-         "errors": [bytes(e) for e in cols[4]], "run_ats": list(cols[5])}).fetchall()
+         "errors": [bytes(e) for e in cols[4]], "run_ats": list(cols[5]),
+         "max_attempts": list(cols[6])}).fetchall()
     done = [to_record(r[3:-1]) for r in rows] if records else [r[:3] for r in rows]
     refused = {}
     if len(rows) < len(finishes):
@@ -223,10 +227,11 @@ def finish_many_and_claim(finishes, owner, now, candidates, lease_deadline, tx: 
     return refused, claimed
 
 
-def finish(job_id, attempt, owner, state, now, result, error, run_at, tx: Tx):
+def finish(job_id, attempt, owner, state, now, result, error, run_at, max_attempts,
+           tx: Tx):
     """One job's outcome (finish / afinish): its record, or LeaseLost / JobNotFound."""
-    refused, done = finish_many(tx, [(job_id, attempt, state, result, error, run_at)],
-                                 owner, now)
+    refused, done = finish_many(
+        tx, [(job_id, attempt, state, result, error, run_at, max_attempts)], owner, now)
     if refused:
         raise refused[job_id]
     return done[0]

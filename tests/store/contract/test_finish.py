@@ -10,6 +10,7 @@ import pytest
 
 from gq._core import states as S
 from gq.errors import JobNotFound, LeaseLost
+from gq.store.api import Finish
 
 from .conftest import (LEASE, candidates, claim, finish, ready_ids, run, spec, state_of,
                        submit)
@@ -221,3 +222,27 @@ class TestFinishManyAndClaim:
         refused, claimed = self.call(store, [(parent.id, 1, S.COMPLETED, b"", b"", 0.0)])
         assert (refused, claimed) == ({}, [])
         assert state_of(store, child) == "scheduled" and ready_ids(store) == [child]
+
+
+class TestSnooze:
+    """A snoozed attempt: back to scheduled, with max_attempts raised by one so
+    it does not use an attempt up (gq.Snooze; the worker computes the number)."""
+
+    def test_finish_sets_the_jobs_max_attempts(self, store):
+        (rec,) = run(store)
+        now = time.time()
+        finish(store, rec.id, S.SCHEDULED, now=now, run_at=now + 30, max_attempts=6)
+        again = store.get(rec.id)
+        assert (again.state, again.attempts, again.max_attempts, again.run_at) == \
+            (S.SCHEDULED, 1, 6, now + 30)
+
+    def test_in_a_batch_beside_bare_outcomes(self, store):
+        snoozed, done = run(store, spec(), spec())
+        refused, _ = TestFinishManyAndClaim().call(store, [
+            Finish(snoozed.id, 1, S.SCHEDULED, b"", b'{"e":1}', 0.0, max_attempts=2),
+            (done.id, 1, S.COMPLETED, b"ok", b"", 0.0)])
+        assert refused == {}
+        assert (store.get(snoozed.id).max_attempts, store.get(snoozed.id).error) == \
+            (2, b'{"e":1}')
+        assert store.get(done.id).max_attempts == 0     # unchanged: the default applies
+        assert ready_ids(store) == [snoozed.id]

@@ -28,3 +28,11 @@ async def flaky(job):
 @q.handler("wait")
 async def wait(job):
     await asyncio.sleep(3600)
+
+
+@q.handler("snoozy", max_attempts=1)
+async def snoozy(job):
+    """Snoozes its first two attempts: one attempt allowed, yet it completes."""
+    if job.attempt < 3:
+        raise gq.Snooze(0.1)
+    return job.attempt
