@@ -4,7 +4,7 @@
 # (mfusepy) comes with the `test` extra. /dev/fuse must exist (a container
 # needs --device /dev/fuse --cap-add SYS_ADMIN).
 set -euo pipefail
-if ! command -v fusermount3 >/dev/null 2>&1 || ! ldconfig -p | grep -q 'libfuse3\.so\.3 '; then
+if ! command -v fusermount3 >/dev/null 2>&1 || [ -z "$(ldconfig -p | grep 'libfuse3\.so\.3')" ]; then
     echo "ci/fuse.sh: installing the fuse3 and libfuse3-3 packages" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null

@@ -13,6 +13,7 @@ if ! [[ "$cuts" =~ ^[0-9]+$ ]] || [ "$cuts" -lt 1 ]; then
     exit 2
 fi
 bash ci/fuse.sh
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the gq of this checkout
 work="$(mktemp -d -t gq-powerloss.XXXXXX)"
 # Never leave a stale FUSE mount behind, however the run ends.
 cleanup() {
