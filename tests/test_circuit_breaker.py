@@ -265,3 +265,44 @@ def test_a_failed_reopen_is_retried_by_the_next_write(data_dir, faults):
         assert q.readiness() == (True, "ok")
     finally:
         q.close()
+
+
+def test_a_failed_opening_commit_is_a_persistence_error(data_dir, faults):
+    """The first commit of a new store fails its sync: the caller of Queue() gets
+    PersistenceError (not LMDB's own exception), counted and logged."""
+    errors = value(metrics.PERSISTENCE_ERRORS)
+    faults.fail_next = 1
+    with pytest.raises(PersistenceError, match="cannot open the store.*Input/output"):
+        gq.Queue(data_dir)
+    assert value(metrics.PERSISTENCE_ERRORS) == errors + 1
+    with gq.Queue(data_dir) as q:                     # the fault passed: it opens
+        assert q.get(q.submit("t", {"n": 1})).payload == {"n": 1}
+
+
+def test_a_worker_retries_a_failed_start_up_recovery(data_dir, faults):
+    """The start-up recovery's commit fails (twice): the worker logs, retries and
+    then serves, instead of ending with the exception."""
+    q = gq.Queue(data_dir, circuit_threshold=10, circuit_cooldown=COOLDOWN)
+    done = []
+
+    @q.handler("t")
+    def handle(job):
+        done.append(job.id)
+
+    jid = q.submit("t")
+    worker = gq.Worker(q, concurrency=2)
+
+    async def scenario():
+        faults.fail_next = 2        # the recovery pass records this boot: it writes
+        task = asyncio.create_task(worker.serve())
+        deadline = time.monotonic() + 20
+        while not done and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await task
+    try:
+        asyncio.run(scenario())
+        assert faults.failed == 2
+        assert done == [jid] and q.get(jid).state is gq.State.COMPLETED
+    finally:
+        q.close()

@@ -47,7 +47,7 @@ from gq.runtime.maintenance import (LeaseExtension, Maintenance, RecoveryPass,
                                     RetentionPurge, StateCheck)
 from gq.runtime.outcomes import OutcomeWriter
 from gq.runtime.periodic import PeriodicScheduler
-from gq.runtime.recovery import reclaim_after_reboot, recover
+from gq.runtime.recovery import recover_at_start
 from gq.runtime.supervisor import EXIT_REPLACE, run_processes
 from gq.runtime.threads import DaemonThreadPool
 from gq.runtime.watchdog import start_watchdog
@@ -188,9 +188,8 @@ class Worker:
         deaths = store.liveness.death_watch(self.instance_id)
         if deaths is not None:
             deaths.noticed()   # the dead known now are handled by the pass below
-        # start-up recovery writes and fsyncs: on a thread, not the loop
-        reclaimed = await asyncio.to_thread(
-            lambda: reclaim_after_reboot(store) + recover(store))
+        reclaimed = await recover_at_start(store, lambda: self._stopping,
+                                           self.config.outcome_retry_delay)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         config = self.config
         recovery = RecoveryPass(self.queue, deaths, config.recovery_interval, self._wake.set)

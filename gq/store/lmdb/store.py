@@ -76,8 +76,12 @@ class LMDBStore(WriterStore):
         self._db = {}
         try:
             self._prepare()
-        except BaseException:
+        except BaseException as e:
             self._env.close()
+            if is_engine_failure(e):   # the opening transaction's sync failed
+                PERSISTENCE_ERRORS.inc()
+                log.error("persistence error during open on %s: %s", path, e)
+                raise PersistenceError(f"cannot open the store at {path}: {e}") from e
             raise
         self.listing_prefixes: dict[str, bytes] = {}
         self._gate = EnvGate()
