@@ -306,3 +306,34 @@ def test_a_worker_retries_a_failed_start_up_recovery(data_dir, faults):
         assert done == [jid] and q.get(jid).state is gq.State.COMPLETED
     finally:
         q.close()
+
+
+def test_a_worker_keeps_serving_when_a_promotion_fails(data_dir, faults):
+    """The commit that promotes a due delayed job fails: the worker logs it, keeps
+    serving, promotes the job on a later pass and runs it once."""
+    q = gq.Queue(data_dir, circuit_threshold=10, circuit_cooldown=COOLDOWN)
+    done = []
+
+    @q.handler("t")
+    def handle(job):
+        done.append(job.id)
+
+    worker = gq.Worker(q, concurrency=2)
+
+    async def scenario():
+        task = asyncio.create_task(worker.serve())
+        await asyncio.sleep(0.3)            # past the start-up recovery's commits
+        jid = q.submit("t", delay=0.3)
+        faults.fail_next = 1                # the next write: the promotion
+        deadline = time.monotonic() + 20
+        while not done and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await task
+        return jid
+    try:
+        jid = asyncio.run(scenario())
+        assert faults.failed == 1
+        assert done == [jid] and q.get(jid).state is gq.State.COMPLETED
+    finally:
+        q.close()

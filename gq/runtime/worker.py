@@ -39,7 +39,7 @@ import time
 from gq import observe
 from gq.config import (CONCURRENCY_DEFAULT, HEARTBEAT_INTERVAL_DEFAULT, PROCESSES_DEFAULT,
                        SHUTDOWN_TIMEOUT_DEFAULT, WorkerConfig)
-from gq.errors import GQError, ValidationError
+from gq.errors import GQError, PersistenceError, ValidationError
 from gq.jobs import Category
 from gq.runtime.dispatch import dispatcher_for
 from gq.runtime.execution import Job, Outcome, Running, Runner
@@ -208,7 +208,12 @@ class Worker:
         try:
             while not self._stopping:
                 self._wake.clear()
-                next_due = await self._dispatch()
+                try:
+                    next_due = await self._dispatch()
+                except PersistenceError as e:   # the store failed and reopens: keep serving
+                    log.error("dispatch failed: %s; retrying in %gs", e,
+                              config.outcome_retry_delay)
+                    next_due = time.time() + config.outcome_retry_delay
                 if self._stopping:
                     break
                 try:

@@ -21,8 +21,9 @@ dir (so each workload also starts on a store recovered from a cut):
 The last line is the summary the CI reads:
   power-loss: cuts=N acked=A lost=L corrupt=C duplicated=D control_lost=K eio_faults=E
 (A, L, C, D over every kind but the control). Exit status 0 only if nothing
-was lost, corrupted or run twice, the control lost something and every
-injected EIO reached gq.
+was lost, corrupted or run twice, the control lost something, every
+injected EIO reached gq, and no load process ended before its cut (a storage
+fault must not take a worker down).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def cut_once(ep: Episode, mnt: str, kind: str, rng: random.Random, tally: Tally)
     if os.path.exists(ep.disk + ".eio"):
         os.unlink(ep.disk + ".eio")
     m = mounts.Mount(ep.disk, mnt, variant, rng.getrandbits(32), eio_at)
-    pids = []
+    pids, died = [], []
     try:
         seed = rng.getrandbits(32)
         pids.append(spawn(workload.client, data, ep.log, seed, control,
@@ -147,8 +148,11 @@ def cut_once(ep: Episode, mnt: str, kind: str, rng: random.Random, tally: Tally)
     finally:
         for pid in pids:          # the power cut
             os.kill(pid, signal.SIGKILL)
-        for pid in pids:
-            os.waitpid(pid, 0)
+        for pid, role in zip(pids, ("client", "worker")):
+            status = os.waitpid(pid, 0)[1]
+            if not os.WIFSIGNALED(status):    # it ended by itself before the cut
+                died.append(f"the {role} process ended before the cut (exit "
+                            f"{os.waitstatus_to_exitcode(status)}, see {role}.out)")
         fs = m.cut()
     snap_path = os.path.join(ep.dir, "snapshot")
     if os.path.exists(snap_path):
@@ -180,10 +184,12 @@ def cut_once(ep: Episode, mnt: str, kind: str, rng: random.Random, tally: Tally)
               store_errors=log.store_errors - ep.store_errors,
               eio_to_caller=to_caller, eio_to_worker=to_worker,
               pending=fs.get("pending", 0), cut_with_loss=int(bool(new_lost)),
+              died=len(died),
               ms=int((time.monotonic() - started) * 1000))
-    if not control and (new_lost or v.corrupt or new_dup or unnoticed):
+    if not control and (new_lost or v.corrupt or new_dup or unnoticed or died):
         tally.problems.append(f"{kind} cut in {ep.dir}: " + "; ".join(
-            v.problems[:5] + (["an injected EIO that gq never saw"] if unnoticed else [])))
+            v.problems[:5] + (["an injected EIO that gq never saw"] if unnoticed else [])
+            + died))
     ep.acks, ep.store_errors, ep.errors, ep.reopens, ep.worker_errors = \
         log.acks, log.store_errors, log.errors, log.reopens, log.worker_errors
     ep.lost |= v.lost
@@ -212,7 +218,7 @@ COLUMNS = (("cuts", "cuts"), ("acked", "acked"), ("lost", "lost"), ("corrupt", "
            ("duplicated", "dup"), ("rerun", "rerun"), ("cut_with_loss", "cuts_lost"),
            ("eio_faults", "eio"), ("eio_to_caller", "to_caller"),
            ("eio_to_worker", "to_worker"), ("eio_unnoticed", "unseen"),
-           ("reopens", "reopens"), ("pending", "unsynced"))
+           ("reopens", "reopens"), ("died", "died"), ("pending", "unsynced"))
 
 
 def report(tally: Tally, cuts: int, seconds: float, out=sys.stdout) -> str:
@@ -236,6 +242,7 @@ def passed(tally: Tally) -> bool:
     t = tally.total
     control_ran = tally.by_kind["control"]["cuts"] > 0
     return (t("lost") == t("corrupt") == t("duplicated") == t("eio_unnoticed") == 0
+            and t("died") == 0
             and (t("lost", control=True) > 0 or not control_ran))
 
 

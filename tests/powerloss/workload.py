@@ -41,7 +41,7 @@ import time
 
 import gq
 from gq._core.states import STATE_NAMES
-from gq.errors import GQError
+from gq.errors import GQError, PersistenceError
 
 LOG = -1
 
@@ -66,8 +66,7 @@ class StoreErrors(logging.Handler):
                 log(f"P {os.getpid()} {text}")
             elif "reopen" in text:
                 log(f"O {os.getpid()} {text}")
-        elif record.levelno >= logging.ERROR and "store write failed" in text \
-                or "could not record" in text:
+        elif record.levelno >= logging.ERROR and ("store" in text or "could not record" in text):
             log(f"W {os.getpid()} {record.name} {text[:200]}")
 
 
@@ -99,7 +98,15 @@ def start(data: str, log_path: str, unsafe: bool) -> gq.Queue:
     logging.getLogger("gq").setLevel(logging.WARNING)
     if unsafe:
         _unsafe_no_sync()
-    q = gq.Queue(data, circuit_cooldown=0.05)
+    for _ in range(100):
+        try:
+            q = gq.Queue(data, circuit_cooldown=0.05)
+            break
+        except PersistenceError as e:     # the opening commit's sync failed: told, retry
+            log(f"E open {type(e).__name__} {os.getpid()}")
+            time.sleep(0.02)
+    else:
+        raise SystemExit("the store would not open")
     log(f"START {os.getpid()} {q.store.tag}")
     return q
 
