@@ -14,6 +14,11 @@ if ! [[ "$cuts" =~ ^[0-9]+$ ]] || [ "$cuts" -lt 1 ]; then
 fi
 bash ci/fuse.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the gq of this checkout
+if ! python -c "import gq._core.codec, mfusepy" 2>/dev/null; then
+    # a clean clone: the compiled core and the FUSE binding come with the install
+    echo "ci/powerloss.sh: installing gq with its test extra (pip install -e '.[test]')" >&2
+    python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+fi
 work="$(mktemp -d -t gq-powerloss.XXXXXX)"
 # Never leave a stale FUSE mount behind, however the run ends.
 cleanup() {
