@@ -265,3 +265,75 @@ def test_a_failed_reopen_is_retried_by_the_next_write(data_dir, faults):
         assert q.readiness() == (True, "ok")
     finally:
         q.close()
+
+
+def test_a_failed_opening_commit_is_a_persistence_error(data_dir, faults):
+    """The first commit of a new store fails its sync: the caller of Queue() gets
+    PersistenceError (not LMDB's own exception), counted and logged."""
+    errors = value(metrics.PERSISTENCE_ERRORS)
+    faults.fail_next = 1
+    with pytest.raises(PersistenceError, match="cannot open the store.*Input/output"):
+        gq.Queue(data_dir)
+    assert value(metrics.PERSISTENCE_ERRORS) == errors + 1
+    with gq.Queue(data_dir) as q:                     # the fault passed: it opens
+        assert q.get(q.submit("t", {"n": 1})).payload == {"n": 1}
+
+
+def test_a_worker_retries_a_failed_start_up_recovery(data_dir, faults):
+    """The start-up recovery's commit fails (twice): the worker logs, retries and
+    then serves, instead of ending with the exception."""
+    q = gq.Queue(data_dir, circuit_threshold=10, circuit_cooldown=COOLDOWN)
+    done = []
+
+    @q.handler("t")
+    def handle(job):
+        done.append(job.id)
+
+    jid = q.submit("t")
+    worker = gq.Worker(q, concurrency=2)
+
+    async def scenario():
+        faults.fail_next = 2        # the recovery pass records this boot: it writes
+        task = asyncio.create_task(worker.serve())
+        deadline = time.monotonic() + 20
+        while not done and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await task
+    try:
+        asyncio.run(scenario())
+        assert faults.failed == 2
+        assert done == [jid] and q.get(jid).state is gq.State.COMPLETED
+    finally:
+        q.close()
+
+
+def test_a_worker_keeps_serving_when_a_promotion_fails(data_dir, faults):
+    """The commit that promotes a due delayed job fails: the worker logs it, keeps
+    serving, promotes the job on a later pass and runs it once."""
+    q = gq.Queue(data_dir, circuit_threshold=10, circuit_cooldown=COOLDOWN)
+    done = []
+
+    @q.handler("t")
+    def handle(job):
+        done.append(job.id)
+
+    worker = gq.Worker(q, concurrency=2)
+
+    async def scenario():
+        task = asyncio.create_task(worker.serve())
+        await asyncio.sleep(0.3)            # past the start-up recovery's commits
+        jid = q.submit("t", delay=0.3)
+        faults.fail_next = 1                # the next write: the promotion
+        deadline = time.monotonic() + 20
+        while not done and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+        worker.stop()
+        await task
+        return jid
+    try:
+        jid = asyncio.run(scenario())
+        assert faults.failed == 1
+        assert done == [jid] and q.get(jid).state is gq.State.COMPLETED
+    finally:
+        q.close()

@@ -20,9 +20,11 @@ that held it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from gq.errors import PersistenceError, StoreUnavailable
 from gq.metrics import RECOVERY_JOBS_RECLAIMED, STUCK_JOBS_DETECTED
 
 log = logging.getLogger("gq.recovery")
@@ -37,6 +39,22 @@ def current_boot_id() -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+async def recover_at_start(store, stopping, retry_delay: float) -> list[str]:
+    """A worker's start-up recovery (after a reboot, then of dead owners), on a
+    thread: it writes and fsyncs. A storage failure (a failed fsync: the store
+    has reopened) is logged and the pass retried every `retry_delay` seconds
+    rather than ending the worker; gives up ([]) only when `stopping()`."""
+    while True:
+        try:
+            return await asyncio.to_thread(
+                lambda: reclaim_after_reboot(store) + recover(store))
+        except (PersistenceError, StoreUnavailable) as e:
+            if stopping():
+                return []
+            log.error("start-up recovery failed: %s; retrying in %gs", e, retry_delay)
+            await asyncio.sleep(retry_delay)
 
 
 def reclaim_after_reboot(store, boot_id: str | None = None, *,

@@ -40,7 +40,7 @@ import time
 from gq import observe
 from gq.config import (CONCURRENCY_DEFAULT, HEARTBEAT_INTERVAL_DEFAULT, PROCESSES_DEFAULT,
                        SHUTDOWN_TIMEOUT_DEFAULT, WorkerConfig)
-from gq.errors import GQError, ValidationError
+from gq.errors import GQError, PersistenceError, ValidationError
 from gq.jobs import Category
 from gq.runtime.dispatch import dispatcher_for
 from gq.runtime.execution import Job, Outcome, Running, Runner
@@ -48,12 +48,12 @@ from gq.runtime.maintenance import (LeaseExtension, Maintenance, RecoveryPass,
                                     RetentionPurge, StateCheck)
 from gq.runtime.outcomes import OutcomeWriter
 from gq.runtime.periodic import PeriodicScheduler
-from gq.runtime.recovery import reclaim_after_reboot, recover
+from gq.runtime.recovery import recover_at_start
 from gq.runtime.selection import check_types, select_handlers
 from gq.runtime.supervisor import EXIT_REPLACE, run_processes
 from gq.runtime.threads import DaemonThreadPool
-from gq.store.loop import store_read
 from gq.runtime.watchdog import start_watchdog
+from gq.store.loop import store_read
 
 __all__ = ["Job", "Worker", "HEARTBEAT_INTERVAL_DEFAULT"]
 
@@ -197,9 +197,8 @@ class Worker:
         deaths = store.liveness.death_watch(self.instance_id)
         if deaths is not None:
             deaths.noticed()   # the dead known now are handled by the pass below
-        # start-up recovery writes and fsyncs: on a thread, not the loop
-        reclaimed = await asyncio.to_thread(
-            lambda: reclaim_after_reboot(store) + recover(store))
+        reclaimed = await recover_at_start(store, lambda: self._stopping,
+                                           self.config.outcome_retry_delay)
         log.info("Recovery completed, %d jobs reclaimed", len(reclaimed))
         config = self.config
         recovery = RecoveryPass(self.queue, deaths, config.recovery_interval, self._wake.set)
@@ -218,7 +217,12 @@ class Worker:
         try:
             while not self._stopping:
                 self._wake.clear()
-                next_due = await self._dispatch()
+                try:
+                    next_due = await self._dispatch()
+                except PersistenceError as e:   # the store failed and reopens: keep serving
+                    log.error("dispatch failed: %s; retrying in %gs", e,
+                              config.outcome_retry_delay)
+                    next_due = time.time() + config.outcome_retry_delay
                 if self._stopping:
                     break
                 try:

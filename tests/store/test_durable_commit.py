@@ -1,11 +1,12 @@
 """When a commit is durable, and who hears of it when (docs/storage.md).
 
-The LMDB store opens its environment with metasync off and syncs the meta page
-itself after each commit, outside LMDB's writer lock. These tests watch the real
-environment (wrapped, every call passed through) and check the order that makes
-this as durable as metasync on: commit, then sync, and only then is a caller
-released; the doorbell rings in between (a claim's own commit syncs this meta
-page before it is durable); a failed sync is a failed commit.
+The LMDB store opens its environment with sync and metasync on: LMDB's commit
+syncs the data pages, then writes the meta page synchronously under its writer
+lock, and publishes the transaction only after that (gq.store.lmdb.env says why
+the meta page's sync must not move out of the lock: tests/powerloss caught it).
+These tests watch the real environment (wrapped, every call passed through):
+a caller is released only after its commit returned, the doorbell rings after
+the commit, and a failed commit is reported, never retried in place.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lmdb_wrapping import WrappedEnv
 class Recorder:
     def __init__(self):
         self.events: list[str] = []
-        self.fail_syncs = 0
+        self.fail_commits = 0
 
 
 class RecordingTxn:
@@ -36,6 +37,10 @@ class RecordingTxn:
         return getattr(self._txn, name)
 
     def commit(self):
+        if self._rec.fail_commits > 0:
+            self._rec.fail_commits -= 1
+            self._txn.abort()      # as LMDB does when its sync fails
+            raise lmdb.Error("mdb_txn_commit: Input/output error")
         self._txn.commit()
         self._rec.events.append("commit")
 
@@ -49,11 +54,8 @@ class RecordingEnv(WrappedEnv):
         return RecordingTxn(txn, self._rec)
 
     def sync(self, force=False):
-        if self._rec.fail_syncs > 0:
-            self._rec.fail_syncs -= 1
-            raise lmdb.Error(f"{self._env.path()}: Input/output error")
         self._env.sync(force)
-        self._rec.events.append("sync" if force else "sync(not forced)")
+        self._rec.events.append("sync")
 
 
 @pytest.fixture
@@ -67,28 +69,28 @@ def recorded(monkeypatch, data_dir):
     q.close()
 
 
-def test_the_meta_page_is_synced_by_the_store_not_by_lmdb(recorded):
+def test_lmdb_syncs_the_meta_page_inside_its_commit(recorded):
     q, rec = recorded
     assert q.store._env.flags()["sync"] is True
-    assert q.store._env.flags()["metasync"] is False   # the store's own sync does it
-    assert rec.events[-2:] == ["commit", "sync"]       # even the opening transaction
+    assert q.store._env.flags()["metasync"] is True    # inside the writer lock
+    assert rec.events[-1:] == ["commit"]               # even the opening transaction
 
 
-def test_a_submit_returns_only_after_its_commit_is_synced(recorded):
+def test_a_submit_returns_only_after_its_commit(recorded):
     q, rec = recorded
     for n in range(5):
         rec.events.clear()
         q.submit("t", {"n": n})
-        assert rec.events == ["commit", "sync"]
+        assert rec.events == ["commit"]     # and no second flush outside the lock
 
 
-def test_concurrent_submits_are_released_after_the_sync_of_their_commit(recorded):
+def test_concurrent_submits_are_released_after_their_commit(recorded):
     q, rec = recorded
     released = []
 
     async def one(n):
-        await q.asubmit("t", {"n": n})
-        released.append(list(rec.events))   # what had happened when this caller woke
+        job_id = await q.asubmit("t", {"n": n})
+        released.append((job_id, list(rec.events)))   # what had happened when it woke
 
     async def main():
         await asyncio.gather(*(one(n) for n in range(50)))
@@ -96,27 +98,29 @@ def test_concurrent_submits_are_released_after_the_sync_of_their_commit(recorded
     rec.events.clear()
     asyncio.run(main())
     assert len(released) == 50
-    for seen in released:
-        assert seen and seen[-1] == "sync" and seen.count("commit") == seen.count("sync")
+    for _, seen in released:
+        assert seen and seen[-1] == "commit" and "sync" not in seen
+    assert len(rec.events) < 50          # group commit: fewer commits than callers
 
 
-def test_the_doorbell_rings_between_the_commit_and_the_sync(recorded, monkeypatch):
+def test_the_doorbell_rings_after_the_commit(recorded, monkeypatch):
     q, rec = recorded
     monkeypatch.setattr(q.store.doorbell, "ring", lambda: rec.events.append("ring"))
     rec.events.clear()
     q.submit("t")
-    assert rec.events == ["commit", "ring", "sync"]
+    assert rec.events == ["commit", "ring"]
 
 
-def test_a_failed_sync_is_a_failed_commit(recorded):
+def test_a_failed_commit_is_reported_and_the_store_reopened(recorded):
     q, rec = recorded
     acked = q.submit("t", {"n": 1})
     errors = metrics.PERSISTENCE_ERRORS._value.get()
     reopens = q.store.reopens
-    rec.fail_syncs = 1
+    rec.fail_commits = 1
     with pytest.raises(PersistenceError, match="Input/output error"):
-        q.submit("t", {"n": 2})     # committed, but not known to be on disk: not acked
+        q.submit("t", {"n": 2})     # its sync failed: not acked
     assert metrics.PERSISTENCE_ERRORS._value.get() == errors + 1
     assert q.store.reopens == reopens + 1          # not trusted: reopened, not retried
     after = q.submit("t", {"n": 3})
     assert q.get(acked).payload == {"n": 1} and q.get(after).payload == {"n": 3}
+    assert [j.payload for j in q.list()] == [{"n": 1}, {"n": 3}]

@@ -17,19 +17,27 @@ MAX_READERS = 1024
 
 def durable_commit(env, txn, visible=None) -> None:
     """Commit `txn` and return once it survives power loss; `visible()`, if
-    given, runs in between: the commit is seen by every process, not yet durable.
+    given, runs after (the doorbell: the commit is durable before anyone wakes).
 
-    LMDB (sync on, metasync off) writes the transaction's pages, syncs them, then
-    writes the meta page that makes them current and releases its writer lock;
-    the sync here puts that meta page on disk. A crash before it returns undoes
-    at most this transaction, which nobody has been told of yet (LMDB keeps the
-    previous meta page's tree intact for exactly that). Same two flushes as
-    metasync on, but the second is outside the lock, where another process's
-    commit runs beside it (submitter and worker processes share one lock)."""
+    LMDB (sync on, metasync on) writes the transaction's pages, syncs them, then
+    writes the meta page that makes them current through its O_DSYNC descriptor,
+    and only once that write is on disk publishes the new transaction id in the
+    lock file and releases its writer lock. A crash or a failed write before
+    that undoes at most this transaction, which nobody has been told of yet.
+
+    The meta page's sync must stay inside the lock. With metasync off and the
+    sync done here after the commit (as gq once did, to overlap it with other
+    processes' commits), LMDB publishes the transaction id before its meta page
+    is durable. If that sync then fails, Linux drops the page and reports the
+    error once; every process still attached keeps the lock file's transaction
+    id, and once the page is read back from disk (evicted, or the file reopened)
+    each of them reads the slot's previous meta page, two transactions old, and
+    writes the next transaction on that stale tree: acknowledged commits vanish
+    and sequence numbers repeat. The power-loss harness (tests/powerloss, failed
+    fsync with a submitting and a working process) found exactly that."""
     txn.commit()
     if visible is not None:
         visible()
-    env.sync(True)
 
 
 def open_env(path: str, map_size: int):
@@ -44,7 +52,7 @@ def open_env(path: str, map_size: int):
                            "permissions); gq needs to write its lock and data files there")
     try:
         return lmdb.open(path, map_size=map_size, max_dbs=len(TABLES) + 2,
-                         max_readers=MAX_READERS, sync=True, metasync=False,
+                         max_readers=MAX_READERS, sync=True, metasync=True,
                          writemap=False, map_async=False, readahead=False, subdir=True)
     except lmdb.Error as e:
         text = str(e)

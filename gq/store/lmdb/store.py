@@ -15,11 +15,10 @@ every index under its own key prefix (gq.store.lmdb.keys):
 The code names the logical tables (`db["ready"]`, ...); they map to `index`.
 
 Every commit is durable before anyone is told it happened: LMDB writes and
-syncs the data pages, writes the meta page, then the store syncs the file
-(`durable_commit`). The meta page's sync is ours rather than LMDB's
-(metasync off) so that it runs after LMDB's writer lock is released: another
-process's commit overlaps it instead of queueing behind two flushes. writemap
-stays off (it would turn a full disk into SIGBUS).
+syncs the data pages, then writes the meta page synchronously, all under its
+writer lock (sync and metasync on, `durable_commit` says why the meta page's
+sync must not move out of the lock). writemap stays off (it would turn a full
+disk into SIGBUS).
 LMDB must be opened once per process, so stores are shared per (process, path).
 """
 
@@ -78,8 +77,12 @@ class LMDBStore(WriterStore):
         self._db = {}
         try:
             self._prepare()
-        except BaseException:
+        except BaseException as e:
             self._env.close()
+            if is_engine_failure(e):   # the opening transaction's sync failed
+                PERSISTENCE_ERRORS.inc()
+                log.error("persistence error during open on %s: %s", path, e)
+                raise PersistenceError(f"cannot open the store at {path}: {e}") from e
             raise
         self.listing_prefixes: dict[str, bytes] = {}
         self._gate = EnvGate()
@@ -249,9 +252,7 @@ class LMDBStore(WriterStore):
         except BaseException:
             txn.abort()
             raise
-        # The workers are woken before the meta page's sync, so their claims
-        # overlap it: a claim's own commit syncs this meta page before it can be
-        # durable, and a worker starts a job only once its claim is durable.
+        # The workers are woken once the commit is durable.
         durable_commit(env, txn, visible=self.doorbell.ring if batch.ring else None)
         if batch.ended:        # a waiter told a job ended can trust it: after the sync
             self.ended_bell.ring()
