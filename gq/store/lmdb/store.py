@@ -254,7 +254,7 @@ class LMDBStore(WriterStore):
             raise
         # The workers are woken once the commit is durable.
         durable_commit(env, txn, visible=self.doorbell.ring if batch.ring else None)
-        if batch.ended:        # a waiter told a job ended can trust it: after the sync
+        if batch.ended:        # durable by now: a waiter told a job ended can trust it
             self.ended_bell.ring()
         for fn in batch.after_commit:
             fn()
