@@ -14,8 +14,6 @@ import signal
 import subprocess
 import time
 
-import lazyfs
-
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
 
 
@@ -48,6 +46,7 @@ class Mount:
                 devnull = os.open(os.devnull, os.O_RDWR)
                 os.dup2(devnull, 0)
                 os.setsid()    # a Ctrl-C of the runner must not kill the disk first
+                import lazyfs   # here: it loads libfuse, which problem() checks for first
                 lazyfs.serve(backing, mount, variant, seed, eio_at)
                 code = 0
             finally:

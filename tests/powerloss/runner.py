@@ -268,6 +268,7 @@ def main(argv=None) -> int:
     if why:
         print(f"power-loss: cannot simulate power loss: {why}", file=sys.stderr)
         return 2
+    import lazyfs  # noqa: F401 - libfuse loaded once here, inherited by each forked mount
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     base = args.dir or tempfile.mkdtemp(prefix="gq-powerloss-")
     os.makedirs(base, exist_ok=True)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import mounts
+import mounts     # lazyfs (which loads libfuse) is imported by the runner, not here
 
 RUNNER = os.path.join(os.path.dirname(__file__), "runner.py")
 KINDS = ("drop", "reorder", "torn", "eio", "control")
@@ -20,9 +20,15 @@ KINDS = ("drop", "reorder", "torn", "eio", "control")
 
 @pytest.fixture(scope="module")
 def fuse_ready():
+    """FUSE is a system package (Debian's fuse3), not a PyPI one: like the
+    PostgreSQL and dashboard tests, skipped with the fix named outside CI, and
+    a failure in CI, whose .ci/run installs it (ci/fuse.sh) before the tests."""
     why = mounts.problem()
     if why:
-        pytest.fail(f"the power-loss tests need FUSE: {why}")
+        message = f"the power-loss tests need FUSE: {why}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the power-loss tests: {message}")
+        pytest.skip(message)
 
 
 def cuts(tmp_path, n: int, *args: str):

@@ -230,8 +230,8 @@ def worker(data: str, log_path: str, seed: int, unsafe: bool) -> None:
         # observation only: the real store commits; we note what it acknowledged
         refused, claimed = await finish(finishes, now=now, **kw)
         for f in finishes:
-            if f.job_id not in refused:
-                log(f"F {f.job_id} {f.attempt} {STATE_NAMES[f.state]} {now}")
+            if f.id not in refused:
+                log(f"F {f.id} {f.attempt} {STATE_NAMES[f.state]} {now}")
         return refused, claimed
     store.afinish_many_and_claim = recorded
     w = gq.Worker(q, concurrency=8)
