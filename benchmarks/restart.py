@@ -67,7 +67,7 @@ def atimed(name, fn):
             marks.setdefault(name, time.monotonic() - t)
     return wrapper
 
-W.recover = timed("recovery_s", W.recover)
+W.recover_at_start = atimed("recovery_s", W.recover_at_start)
 D.HeapDispatcher.refresh = atimed("heap_load_s", D.HeapDispatcher.refresh)
 q = gq.Queue(path)
 opened = time.monotonic()
