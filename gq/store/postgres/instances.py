@@ -26,6 +26,7 @@ import threading
 
 import psycopg
 
+from gq.errors import PersistenceError
 from gq.store.postgres import sql
 
 log = logging.getLogger("gq.recovery")
@@ -100,7 +101,9 @@ class Announcement:
                         "DELETE FROM gq_instances i WHERE heartbeat_at < clock_timestamp() "
                         "- interval '1 hour' AND NOT EXISTS (SELECT 1 FROM gq_jobs j "
                         f"WHERE j.state = {sql.RUNNING} AND j.lease_owner = i.id)")
-            except psycopg.Error as e:
+            except (psycopg.Error, PersistenceError) as e:
+                # the server is away (a restart, a network cut): beat again next
+                # time; only a silence of dead_after makes this instance dead
                 log.warning("heartbeat of %s failed: %s", self.instance_id, e)
             except Exception as e:   # the store closed under us
                 log.debug("heartbeat thread ends: %s", e)

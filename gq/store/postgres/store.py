@@ -68,6 +68,7 @@ log = logging.getLogger("gq.store")
 
 RETRIES = 3            # re-runs of an op whose transaction the server aborted
 POOL_SIZE = 8          # read connections per store
+REOPEN_WAIT = 5.0      # seconds a read retried after a dead session waits for a new one
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
 
 
@@ -278,18 +279,27 @@ class PostgresStore(WriterStore):
                                 f"{str(e).strip()}")
 
     # -- reads (a pooled session each, autocommit) ---------------------------
-    def query(self, query, params=None):
+    def _pooled(self, work, what: str):
+        """`work(conn)` on a pooled session. A server restart ends every session
+        the pool holds idle, which it only learns by using them: after a failure
+        the pool checks its idle sessions (dropping the dead ones, opening new
+        ones in their place), and `work` runs once more on a live one, waiting
+        for it at most REOPEN_WAIT seconds (the server may still be down)."""
         self._check_open()
         try:
             try:
                 with self._pool.connection() as conn:
-                    return conn.execute(query, params).fetchall()
-            except psycopg.OperationalError:   # a dead pooled session: one more try
-                with self._pool.connection() as conn:
-                    return conn.execute(query, params).fetchall()
+                    return work(conn)
+            except psycopg.OperationalError:
+                self._pool.check()
+                with self._pool.connection(timeout=REOPEN_WAIT) as conn:
+                    return work(conn)
         except psycopg.Error as e:
-            raise PersistenceError(f"PostgreSQL read failed at {redact(self.path)}: "
+            raise PersistenceError(f"PostgreSQL {what} failed at {redact(self.path)}: "
                                    f"{str(e).strip()}") from None
+
+    def query(self, query, params=None):
+        return self._pooled(lambda conn: conn.execute(query, params).fetchall(), "read")
 
     def query_one(self, query, params=None):
         rows = self.query(query, params)
@@ -297,17 +307,7 @@ class PostgresStore(WriterStore):
 
     def execute(self, query, params=None) -> None:
         """An idempotent statement (heartbeats, housekeeping) on a pooled session."""
-        self._check_open()
-        try:
-            try:
-                with self._pool.connection() as conn:
-                    conn.execute(query, params)
-            except psycopg.OperationalError:   # a dead pooled session: one more try
-                with self._pool.connection() as conn:
-                    conn.execute(query, params)
-        except psycopg.Error as e:
-            raise PersistenceError(f"PostgreSQL write failed at {redact(self.path)}: "
-                                   f"{str(e).strip()}") from None
+        self._pooled(lambda conn: conn.execute(query, params), "write")
 
     def get(self, job_id):
         rows = self.query(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s", (job_id,))
@@ -393,8 +393,7 @@ class PostgresStore(WriterStore):
 
     def check(self) -> CheckReport:
         """`gq check` (gq.store.postgres.check): read-only, one snapshot."""
-        with self._pool.connection() as conn:
-            return check_postgres(conn, CheckReport())
+        return self._pooled(lambda conn: check_postgres(conn, CheckReport()), "check")
 
     # -- closing -------------------------------------------------------------
     def close(self) -> None:
