@@ -6,7 +6,9 @@
   pass every `recovery_interval`, and at once when the store's DeathWatch
   notices a death;
 - `StateCheck`: stops handlers of jobs no longer ours (cancelled, recovered);
-- `LeaseExtension`: extends the leases of the running jobs.
+- `LeaseExtension`: extends the leases of the running jobs;
+- `LostClaims` (gq.runtime.lost_claims): hands back jobs claimed by a commit
+  whose answer was lost.
 
 Every store call that can wait on a lock, the network or an fsync runs off the
 event loop: an `a`-prefixed coroutine twin where the store has one (apurge,
@@ -95,7 +97,11 @@ class StateCheck:
         held = {job_id: r.record.attempts for job_id, r in self.running.items()}
         if not held:
             return
-        states = await asyncio.to_thread(self.queue.store.states_of, list(held))
+        try:
+            states = await asyncio.to_thread(self.queue.store.states_of, list(held))
+        except GQError as e:   # the store failed: the next check asks again
+            log.error("state check failed: %s", e)
+            return
         for job_id, attempts in held.items():
             running = self.running.get(job_id)
             if running is None or running.record.attempts != attempts:
@@ -136,13 +142,15 @@ class Maintenance:
     """Runs the chores every `interval` seconds (the heartbeat)."""
 
     def __init__(self, queue, *, interval: float, purge: RetentionPurge,
-                 recovery: RecoveryPass, states: StateCheck, leases: LeaseExtension):
+                 recovery: RecoveryPass, states: StateCheck, leases: LeaseExtension,
+                 lost_claims=None):
         self.queue = queue
         self.interval = interval
         self.purge = purge
         self.recovery = recovery
         self.states = states
         self.leases = leases
+        self.lost_claims = lost_claims   # gq.runtime.lost_claims.LostClaims, or None
 
     async def run(self) -> None:
         while True:
@@ -150,6 +158,8 @@ class Maintenance:
             await sweep(self.queue)    # lifetimes, blocked and depth gauges
             await self.purge.tick()
             await self.recovery.tick()
+            if self.lost_claims is not None:
+                await self.lost_claims.tick()
             if not self.states.running:
                 continue
             await self.states.check()
