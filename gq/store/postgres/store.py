@@ -44,7 +44,7 @@ import time
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gq.config import CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT
 from gq.errors import DataDirError, DuplicateJobId, GQError, PersistenceError, StorageFull
@@ -68,7 +68,7 @@ log = logging.getLogger("gq.store")
 
 RETRIES = 3            # re-runs of an op whose transaction the server aborted
 POOL_SIZE = 8          # read connections per store
-REOPEN_WAIT = 5.0      # seconds a read retried after a dead session waits for a new one
+READ_WAIT = 5.0        # seconds a read waits for a pooled session (the server may be down)
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
 
 
@@ -103,7 +103,7 @@ class PostgresStore(WriterStore):
             first = self._prepare(url)
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
                                         kwargs={"autocommit": True},
-                                        name=f"gq:{self.channel}", timeout=30.0)
+                                        name=f"gq:{self.channel}", timeout=READ_WAIT)
         except psycopg.Error as e:
             if first is not None:
                 first.close()
@@ -283,16 +283,19 @@ class PostgresStore(WriterStore):
         """`work(conn)` on a pooled session. A server restart ends every session
         the pool holds idle, which it only learns by using them: after a failure
         the pool checks its idle sessions (dropping the dead ones, opening new
-        ones in their place), and `work` runs once more on a live one, waiting
-        for it at most REOPEN_WAIT seconds (the server may still be down)."""
+        ones in their place), and `work` runs once more on a live one. While
+        the server is down no session can be had: the call fails after waiting
+        READ_WAIT seconds for one (the pool keeps reconnecting meanwhile)."""
         self._check_open()
         try:
             try:
                 with self._pool.connection() as conn:
                     return work(conn)
+            except PoolTimeout:
+                raise
             except psycopg.OperationalError:
                 self._pool.check()
-                with self._pool.connection(timeout=REOPEN_WAIT) as conn:
+                with self._pool.connection() as conn:
                     return work(conn)
         except psycopg.Error as e:
             raise PersistenceError(f"PostgreSQL {what} failed at {redact(self.path)}: "
