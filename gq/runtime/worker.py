@@ -43,8 +43,7 @@ from gq.errors import GQError, PersistenceError, ValidationError
 from gq.jobs import Category
 from gq.runtime.dispatch import dispatcher_for
 from gq.runtime.execution import Job, Outcome, Running, Runner
-from gq.runtime.lost_claims import LostClaims
-from gq.runtime.maintenance import (LeaseExtension, Maintenance, RecoveryPass,
+from gq.runtime.maintenance import (LeaseExtension, LostClaims, Maintenance, RecoveryPass,
                                     RetentionPurge, StateCheck)
 from gq.runtime.outcomes import OutcomeWriter
 from gq.runtime.periodic import PeriodicScheduler
@@ -284,7 +283,7 @@ class Worker:
     async def _claiming(self, write):
         """Await `write`, a store write that claims jobs, counted as in flight.
         A PersistenceError leaves its outcome unknown: it may have committed,
-        and its jobs are then looked for (gq.runtime.lost_claims)."""
+        and its jobs are then looked for (gq.runtime.maintenance.LostClaims)."""
         self._claims += 1
         self._claims_begun += 1
         self._claims_settled.clear()

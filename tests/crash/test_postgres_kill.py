@@ -14,7 +14,8 @@ new session) and restarted (crash recovery from the WAL).
 The queues are never reopened: each process must get going again by itself
 after each restart (its time to do so is measured), every call in flight at
 a kill must end, in a gq error or in a success that committed (any other
-exception ends its process, which fails the test), and no call may hang. After the last restart the load stops, the workers drain the queue, and
+exception ends its process, which fails the test), and no call may hang.
+After the last restart the load stops, the workers drain the queue, and
 tests/crash/pg_checker.py checks the ledgers against the rows; `gq check` must
 pass, and every worker must still be alive, heartbeating and listening, and
 none may have been taken for dead.

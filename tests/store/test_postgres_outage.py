@@ -2,8 +2,9 @@
 crash, an administrator's pg_terminate_backend): the pool replaces every dead
 session it holds instead of failing a read on each in turn, and a worker's
 heartbeat thread beats on through a failure, on a session of its own that it
-reopens at once; a worker back from an outage does not find the others dead. (The whole story, with the
-postmaster SIGKILLed under load: tests/crash/test_postgres_kill.py.)
+reopens at once; a worker back from an outage does not find the others dead.
+(The whole story, with the postmaster SIGKILLed under load:
+tests/crash/test_postgres_kill.py.)
 """
 
 from __future__ import annotations
