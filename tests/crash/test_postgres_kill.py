@@ -202,7 +202,7 @@ def test_postmaster_kill_loses_nothing_and_gq_reconnects(cluster, tmp_path, rng)
             assert load.procs[name].poll() is None, f"{name} died:\n{load.log(name)}"
             mine = [age for inst, age in ages.items()
                     if f"-{load.procs[name].pid}-" in inst]
-            assert mine and mine[0] < 2.5, (
+            assert mine and mine[0] < DEAD_AFTER, (
                 f"{name} no longer heartbeats (" + (f"its row is {mine[0]:.1f}s old" if mine
                 else "its row is gone: another worker found it dead") + "): its running "
                 f"jobs are, or will be, reclaimed as a dead worker's:\n{load.log(name)}")
