@@ -59,6 +59,7 @@ def read_ledgers(pattern: str) -> list[Line]:
 @dataclass
 class Verdict:
     acknowledged: int = 0
+    found_stored: int = 0           # resubmits refused as duplicates: the lost one committed
     lost: list = field(default_factory=list)
     broken: list = field(default_factory=list)       # transitions not in effect, bad states
     duplicates: list = field(default_factory=list)   # (id, runs), each explained by a kill
@@ -108,6 +109,7 @@ def check(lines: list[Line], jobs: dict[str, tuple], kills: list[float]) -> Verd
             runs[line.ref].append(line.t0)
         elif line.kind in ACKED:
             v.acknowledged += line.kind == "ACK"
+            v.found_stored += line.kind == "DUP"
             acked_ids.add(line.ref)
             job = jobs.get(line.ref)
             if job is None:

@@ -232,7 +232,8 @@ def test_postmaster_kill_loses_nothing_and_gq_reconnects(cluster, tmp_path, rng)
               f"transitions or states: {len(v.broken)}, duplicates (explained by a kill): "
               f"{len(v.duplicates)}, unexplained: {len(v.unexplained)}, phantoms: "
               f"{len(v.phantoms)}, stored without an acknowledgement: "
-              f"{v.unacknowledged_stored}")
+              f"{v.unacknowledged_stored}, resubmits with the same ids refused as "
+              f"already stored: {v.found_stored}")
         print(f"calls in flight at a kill: {v.in_flight_errors} raised, "
               f"{v.in_flight_acks} returned (and are stored); longest call: "
               f"{v.longest_call:.2f}s; jobs by (type, state): {v.counts}")
