@@ -99,7 +99,10 @@ class OutcomeWriter:
             if not self._stopping() and self._rang():
                 # work became ready since the last look: learn it first, so the
                 # freed slots go to the best job committed so far
-                await self._refresh()
+                try:
+                    await self._refresh()
+                except GQError as e:   # the store failed: the commit below tells
+                    log.error("refresh before recording outcomes failed: %s", e)
             candidates = [] if self._stopping() else self.dispatcher.pick(
                 len(batch), self.running_by_type)
             await self.commit(batch, candidates)

@@ -44,7 +44,7 @@ from gq.errors import GQError, PersistenceError, ValidationError
 from gq.jobs import Category
 from gq.runtime.dispatch import dispatcher_for
 from gq.runtime.execution import Job, Outcome, Running, Runner
-from gq.runtime.maintenance import (LeaseExtension, Maintenance, RecoveryPass,
+from gq.runtime.maintenance import (LeaseExtension, LostClaims, Maintenance, RecoveryPass,
                                     RetentionPurge, StateCheck)
 from gq.runtime.outcomes import OutcomeWriter
 from gq.runtime.periodic import PeriodicScheduler
@@ -58,6 +58,7 @@ from gq.store.loop import store_read
 __all__ = ["Job", "Worker", "HEARTBEAT_INTERVAL_DEFAULT"]
 
 log = logging.getLogger("gq.worker")
+
 
 
 class Worker:
@@ -109,6 +110,10 @@ class Worker:
         self._running_by_type: dict[str, int] = {}
         self._stopping = False
         self._claims = 0                              # claims sent, not yet answered
+        self._claims_begun = 0
+        self._lost_claims = LostClaims(
+            queue, self.instance_id, self._running,
+            lambda: None if self._claims else self._claims_begun)
         self._claims_settled: asyncio.Event | None = None
         self._handing_back: list[asyncio.Task] = []   # claims answered after the stop
         self._left_running = False    # a hand-back failed: recovery reschedules those
@@ -208,7 +213,8 @@ class Worker:
             purge=RetentionPurge(self.queue, config.retention_interval), recovery=recovery,
             states=self._states,
             leases=LeaseExtension(self.queue, self.instance_id, self._running,
-                                  self._stop_handler))
+                                  self._stop_handler),
+            lost_claims=self._lost_claims)
         heartbeat = loop.create_task(chores.run())
         periodic = loop.create_task(PeriodicScheduler(self.queue).run()) \
             if self.queue.schedules else None
@@ -281,11 +287,17 @@ class Worker:
             self._begin_shutdown()
 
     async def _claiming(self, write):
-        """Await `write`, a store write that claims jobs, counted as in flight."""
+        """Await `write`, a store write that claims jobs, counted as in flight.
+        A PersistenceError leaves its outcome unknown: it may have committed,
+        and its jobs are then looked for (gq.runtime.maintenance.LostClaims)."""
         self._claims += 1
+        self._claims_begun += 1
         self._claims_settled.clear()
         try:
             return await write
+        except PersistenceError:
+            self._lost_claims.suspect()
+            raise
         finally:
             self._claims -= 1
             if not self._claims:

@@ -2,9 +2,13 @@
 
 Workers on different machines share no file system, so liveness is a row in
 `gq_instances` whose `heartbeat_at` a thread of the worker's process renews
+(on a session of its own, HeartbeatSession)
 every `HEARTBEAT_EVERY` seconds. An instance whose heartbeat is older than
 $GQ_POSTGRES_DEAD_AFTER seconds (10; by the database's clock, so machines'
-clocks may disagree) is dead, and any live worker reclaims its running jobs. A thread, not the event
+clocks may disagree) is dead, and any live worker reclaims its running jobs,
+unless that worker's own heartbeat failed within dead_after: after a server
+outage every heartbeat is old, and the first worker back must not find the
+others dead (Instances.in_doubt). A thread, not the event
 loop, beats: a handler that hogs the loop does not make its worker look dead;
 a frozen process (SIGSTOP, a stalled VM) does, after that, and its late
 completions are then refused by fencing.
@@ -23,9 +27,13 @@ import logging
 import os
 import socket
 import threading
+import time
+import weakref
 
 import psycopg
 
+from gq.errors import PersistenceError
+from gq.store.locations import shown as redact
 from gq.store.postgres import sql
 
 log = logging.getLogger("gq.recovery")
@@ -34,6 +42,7 @@ HEARTBEAT_EVERY = 1.0
 DEAD_AFTER_ENV = "GQ_POSTGRES_DEAD_AFTER"
 DEAD_AFTER_DEFAULT = 10.0
 HOUSEKEEPING_EVERY = 10     # heartbeats between two count foldings
+CONNECT_TIMEOUT = 5         # seconds the heartbeat waits for a new session
 
 
 class Instances:
@@ -43,11 +52,27 @@ class Instances:
         self._store = store
         # read when the store opens, not at import: a test or a supervisor may set it
         self.dead_after = float(os.environ.get(DEAD_AFTER_ENV, str(DEAD_AFTER_DEFAULT)))
+        self._announced: weakref.WeakSet = weakref.WeakSet()   # this process's heartbeats
 
     def announce(self, instance_id: str) -> "Announcement":
-        return Announcement(self._store, instance_id)
+        announcement = Announcement(self._store, instance_id)
+        self._announced.add(announcement)
+        return announcement
+
+    def in_doubt(self) -> bool:
+        """Whether a heartbeat of this process failed less than dead_after ago.
+        The server (or the way to it) was then away for this process, and
+        likely for every other: their heartbeats are old for the same reason,
+        and the first process back must not find them all dead (their running
+        jobs would run twice). Until this process has beaten for dead_after,
+        everyone counts as alive."""
+        now = time.monotonic()
+        return any(a.failed_at and now - a.failed_at < self.dead_after
+                   for a in list(self._announced))
 
     def is_alive(self, instance_id: str) -> bool:
+        if self.in_doubt():
+            return True
         row = self._store.query_one(
             "SELECT NOT clean_exit AND heartbeat_at > clock_timestamp() - "
             "make_interval(secs => %s) FROM gq_instances WHERE id = %s",
@@ -68,12 +93,47 @@ class Instances:
         return None
 
 
-class Announcement:
-    """This process's heartbeat row for `instance_id`, renewed by a thread."""
+class HeartbeatSession:
+    """The heartbeats' own session, not one of the read pool's: a beat must not
+    wait behind busy reads, nor behind the pool's reconnection back-off after
+    a server restart (it waits seconds more between attempts each time one
+    fails). A lost session is reopened at the next beat."""
 
-    def __init__(self, store, instance_id: str):
+    def __init__(self, url: str):
+        self.url = url
+        self._conn = None
+
+    def execute(self, query, params=None) -> None:
+        for attempt in range(2):
+            conn = self._conn
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._conn = psycopg.connect(self.url, autocommit=True,
+                                                        connect_timeout=CONNECT_TIMEOUT)
+                conn.execute(query, params)
+                return
+            except psycopg.Error as e:
+                self.close()
+                # a session the server ended while idle fails at once: one more try
+                if attempt or not isinstance(e, psycopg.OperationalError):
+                    raise PersistenceError(f"PostgreSQL heartbeat failed at "
+                                           f"{redact(self.url)}: {str(e).strip()}") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class Announcement:
+    """This process's heartbeat row for `instance_id`, renewed by a thread on a
+    session of its own (`session`, a HeartbeatSession by default)."""
+
+    def __init__(self, store, instance_id: str, session=None):
         self._store = store
         self.instance_id = instance_id
+        self._session = session if session is not None else HeartbeatSession(store.path)
+        self.failed_at = 0.0   # time.monotonic() of the last failed beat (0: none)
         self._beat()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -83,7 +143,7 @@ class Announcement:
     def _beat(self) -> None:
         # An upsert: an instance declared dead while frozen comes back to life
         # (its old jobs were reclaimed; fencing refuses its late completions).
-        self._store.execute(
+        self._session.execute(
             "INSERT INTO gq_instances (id, host, pid) VALUES (%s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET heartbeat_at = clock_timestamp(), "
             "clean_exit = false", (self.instance_id, socket.gethostname(), os.getpid()))
@@ -100,7 +160,10 @@ class Announcement:
                         "DELETE FROM gq_instances i WHERE heartbeat_at < clock_timestamp() "
                         "- interval '1 hour' AND NOT EXISTS (SELECT 1 FROM gq_jobs j "
                         f"WHERE j.state = {sql.RUNNING} AND j.lease_owner = i.id)")
-            except psycopg.Error as e:
+            except (psycopg.Error, PersistenceError) as e:
+                # the server is away (a restart, a network cut): beat again next
+                # time; only a silence of dead_after makes this instance dead
+                self.failed_at = time.monotonic()
                 log.warning("heartbeat of %s failed: %s", self.instance_id, e)
             except Exception as e:   # the store closed under us
                 log.debug("heartbeat thread ends: %s", e)
@@ -112,8 +175,12 @@ class Announcement:
             return
         self._stop.set()
         self._thread.join(timeout=5.0)
-        if leftover:
-            self._store.execute("UPDATE gq_instances SET clean_exit = true WHERE id = %s",
-                                 (self.instance_id,))
-        else:
-            self._store.execute("DELETE FROM gq_instances WHERE id = %s", (self.instance_id,))
+        try:
+            if leftover:
+                self._session.execute("UPDATE gq_instances SET clean_exit = true "
+                                      "WHERE id = %s", (self.instance_id,))
+            else:
+                self._session.execute("DELETE FROM gq_instances WHERE id = %s",
+                                      (self.instance_id,))
+        finally:
+            self._session.close()

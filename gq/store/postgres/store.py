@@ -44,7 +44,7 @@ import time
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gq.config import CIRCUIT_COOLDOWN_DEFAULT, CIRCUIT_THRESHOLD_DEFAULT
 from gq.errors import DataDirError, DuplicateJobId, GQError, PersistenceError, StorageFull
@@ -68,6 +68,7 @@ log = logging.getLogger("gq.store")
 
 RETRIES = 3            # re-runs of an op whose transaction the server aborted
 POOL_SIZE = 8          # read connections per store
+READ_WAIT = 5.0        # seconds a read waits for a pooled session (the server may be down)
 FOLD_COUNTS_ABOVE = 1000   # delta rows before counts() folds them
 
 
@@ -103,7 +104,7 @@ class PostgresStore(WriterStore):
             first = self._prepare(url)
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
                                         kwargs={"autocommit": True},
-                                        name=f"gq:{self.channel}", timeout=30.0)
+                                        name=f"gq:{self.channel}", timeout=READ_WAIT)
         except psycopg.Error as e:
             if first is not None:
                 first.close()
@@ -280,18 +281,30 @@ class PostgresStore(WriterStore):
                                 f"{str(e).strip()}")
 
     # -- reads (a pooled session each, autocommit) ---------------------------
-    def query(self, query, params=None):
+    def _pooled(self, work, what: str):
+        """`work(conn)` on a pooled session. A server restart ends every session
+        the pool holds idle, which it only learns by using them: after a failure
+        the pool checks its idle sessions (dropping the dead ones, opening new
+        ones in their place), and `work` runs once more on a live one. While
+        the server is down no session can be had: the call fails after waiting
+        READ_WAIT seconds for one (the pool keeps reconnecting meanwhile)."""
         self._check_open()
         try:
             try:
                 with self._pool.connection() as conn:
-                    return conn.execute(query, params).fetchall()
-            except psycopg.OperationalError:   # a dead pooled session: one more try
+                    return work(conn)
+            except PoolTimeout:
+                raise
+            except psycopg.OperationalError:
+                self._pool.check()
                 with self._pool.connection() as conn:
-                    return conn.execute(query, params).fetchall()
+                    return work(conn)
         except psycopg.Error as e:
-            raise PersistenceError(f"PostgreSQL read failed at {redact(self.path)}: "
+            raise PersistenceError(f"PostgreSQL {what} failed at {redact(self.path)}: "
                                    f"{str(e).strip()}") from None
+
+    def query(self, query, params=None):
+        return self._pooled(lambda conn: conn.execute(query, params).fetchall(), "read")
 
     def query_one(self, query, params=None):
         rows = self.query(query, params)
@@ -299,17 +312,7 @@ class PostgresStore(WriterStore):
 
     def execute(self, query, params=None) -> None:
         """An idempotent statement (heartbeats, housekeeping) on a pooled session."""
-        self._check_open()
-        try:
-            try:
-                with self._pool.connection() as conn:
-                    conn.execute(query, params)
-            except psycopg.OperationalError:   # a dead pooled session: one more try
-                with self._pool.connection() as conn:
-                    conn.execute(query, params)
-        except psycopg.Error as e:
-            raise PersistenceError(f"PostgreSQL write failed at {redact(self.path)}: "
-                                   f"{str(e).strip()}") from None
+        self._pooled(lambda conn: conn.execute(query, params), "write")
 
     def get(self, job_id):
         rows = self.query(f"SELECT {COLUMNS} FROM gq_jobs WHERE id = %s", (job_id,))
@@ -416,8 +419,7 @@ class PostgresStore(WriterStore):
 
     def check(self) -> CheckReport:
         """`gq check` (gq.store.postgres.check): read-only, one snapshot."""
-        with self._pool.connection() as conn:
-            return check_postgres(conn, CheckReport())
+        return self._pooled(lambda conn: check_postgres(conn, CheckReport()), "check")
 
     # -- closing -------------------------------------------------------------
     def close(self) -> None:
