@@ -35,14 +35,6 @@ class Outcome(NamedTuple):
     max_attempts: int = 0   # a snooze: the job's max_attempts, one more; else 0 (unchanged)
 
 
-class Settings(NamedTuple):
-    """What governs one attempt of a record: its handler, timeout and attempts."""
-
-    spec: object
-    timeout: float
-    max_attempts: int
-
-
 class Job:
     """What a handler receives: the job's id, type, payload and attempt number."""
 
@@ -99,12 +91,14 @@ class Runner:
         self._rng = rng
         self._on_unstoppable = on_unstoppable
 
-    def settings(self, record) -> Settings:
+    def settings(self, record) -> tuple:
+        """(handler spec, timeout, max_attempts) of one attempt of `record`: a
+        plain tuple, as this runs once per job on the hot path."""
         spec = self.queue.handlers[record.type]
         config = self.queue.config
         timeout = record.timeout if record.timeout > 0 else (spec.timeout or config.timeout)
         max_attempts = record.max_attempts or spec.max_attempts or config.max_attempts
-        return Settings(spec, timeout, max_attempts)
+        return spec, timeout, max_attempts
 
     async def run(self, running: Running) -> Outcome | None:
         """One attempt of `running.record`: its outcome, or None when stopped."""

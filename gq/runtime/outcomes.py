@@ -18,7 +18,6 @@ from typing import Awaitable, Callable, NamedTuple
 from gq._core import states as S
 from gq.errors import GQError, PersistenceError
 from gq.runtime.execution import Outcome, Running
-from gq.store.api import Finish
 
 log = logging.getLogger("gq.worker")
 
@@ -68,7 +67,7 @@ class OutcomeWriter:
 
     def add(self, running: Running, outcome: Outcome) -> None:
         """`running` ended in `outcome`: its slot stays held until it is durable."""
-        self.pending.append(Ended(running, outcome))
+        self.pending.append((running, outcome))   # an Ended, as a plain tuple: per job
         self._ensure_task()
 
     def _ensure_task(self) -> None:
@@ -111,7 +110,8 @@ class OutcomeWriter:
         """One commit: the outcomes of `batch` and the claim of `candidates`.
         Returns whether some candidates were stale."""
         store = self.queue.store
-        finishes = [Finish(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
+        # Finish fields as plain tuples (the store takes either): one per job
+        finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
         try:
             write = store.afinish_many_and_claim(
                 finishes, owner=self.owner, now=time.time(),

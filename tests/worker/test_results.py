@@ -30,15 +30,19 @@ def queue_and_worker(location, spawn_worker):
         yield q, worker
 
 
-def test_result_of_a_job_run_by_another_process(queue_and_worker):
+def test_results_from_another_process(queue_and_worker):
+    """One worker process for the endings that return: waited for once, already
+    ended, from 32 threads at once, and from coroutines that keep their loop."""
     q, _ = queue_and_worker
     job = q.submit("add", {"a": 2, "b": 3, "sleep": 0.2})
     assert q.result(job, timeout=30) == 5
     assert q.result(job) == 5          # ended already: no wait at all
 
-
-def test_aresult_does_not_hold_the_event_loop(queue_and_worker):
-    q, _ = queue_and_worker
+    jobs = q.submit_many([{"type": "add", "payload": {"a": i, "b": i, "sleep": 0.1}}
+                          for i in range(32)])
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        got = list(pool.map(lambda j: q.result(j, timeout=60), jobs))
+    assert got == [2 * i for i in range(32)]
 
     async def main():
         ticks = 0
@@ -58,16 +62,9 @@ def test_aresult_does_not_hold_the_event_loop(queue_and_worker):
     assert ticks >= 5, "the loop did not run while the results were awaited"
 
 
-def test_many_waiters_in_threads(queue_and_worker):
-    q, _ = queue_and_worker
-    jobs = q.submit_many([{"type": "add", "payload": {"a": i, "b": i, "sleep": 0.1}}
-                          for i in range(32)])
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        got = list(pool.map(lambda j: q.result(j, timeout=60), jobs))
-    assert got == [2 * i for i in range(32)]
-
-
-def test_a_failed_job_raises_job_failed_with_its_info(queue_and_worker):
+def test_endings_other_than_completed(queue_and_worker):
+    """failed, dead_letter and cancelled raise JobFailed with the job's info; a
+    job that does not end in time raises TimeoutError saying what it does."""
     q, _ = queue_and_worker
     job = q.submit("fail", {"x": 1})
     with pytest.raises(gq.JobFailed) as e:
@@ -78,18 +75,12 @@ def test_a_failed_job_raises_job_failed_with_its_info(queue_and_worker):
     assert str(e.value) == (f"job {job!r} ended failed (permanent: PermanentError: "
                             "cannot do {'x': 1})")
 
-
-def test_a_dead_lettered_job_raises_job_failed(queue_and_worker):
-    q, _ = queue_and_worker
     job = q.submit("flaky")
     with pytest.raises(gq.JobFailed) as e:
         q.result(job, timeout=30)
     assert e.value.info.state is gq.State.DEAD_LETTER
     assert e.value.info.error.category is gq.Category.TEMPORARY
 
-
-def test_a_cancel_ends_the_wait(queue_and_worker):
-    q, _ = queue_and_worker
     job = q.submit("wait")
     threading.Timer(0.3, q.cancel, (job,)).start()
     with pytest.raises(gq.JobFailed) as e:
@@ -97,9 +88,6 @@ def test_a_cancel_ends_the_wait(queue_and_worker):
     assert e.value.info.state is gq.State.CANCELLED
     assert str(e.value) == f"job {job!r} ended cancelled"
 
-
-def test_timeout(queue_and_worker):
-    q, _ = queue_and_worker
     job = q.submit("add", {"a": 1, "b": 1}, run_at=time.time() + 3600)
     with pytest.raises(TimeoutError) as e:
         q.result(job, timeout=0.2)
