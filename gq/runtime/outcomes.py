@@ -18,6 +18,7 @@ from typing import Awaitable, Callable, NamedTuple
 from gq._core import states as S
 from gq.errors import GQError, PersistenceError
 from gq.runtime.execution import Outcome, Running
+from gq.store.api import Finish
 
 log = logging.getLogger("gq.worker")
 
@@ -110,8 +111,7 @@ class OutcomeWriter:
         """One commit: the outcomes of `batch` and the claim of `candidates`.
         Returns whether some candidates were stale."""
         store = self.queue.store
-        # Finish fields as plain tuples (the store takes either): one per job
-        finishes = [(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
+        finishes = [Finish(r.record.id, r.record.attempts, *outcome) for r, outcome in batch]
         try:
             write = store.afinish_many_and_claim(
                 finishes, owner=self.owner, now=time.time(),

@@ -15,6 +15,10 @@ import pytest
 import mounts     # lazyfs (which loads libfuse) is imported by the runner, not here
 
 RUNNER = os.path.join(os.path.dirname(__file__), "runner.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the runner and its workload run the gq of this checkout, as this process does
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
 KINDS = ("drop", "reorder", "torn", "eio", "control")
 
 
@@ -35,7 +39,7 @@ def cuts(tmp_path, n: int, *args: str):
     out = tmp_path / "figures.json"
     proc = subprocess.run([sys.executable, RUNNER, str(n), "--dir", str(tmp_path / "run"),
                            "--json", str(out), *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=ENV)
     assert out.exists(), proc.stdout + proc.stderr
     figures = json.loads(out.read_text())
     return proc, figures["by_kind"], proc.stdout.splitlines()[-1]
