@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 import time
 
@@ -124,3 +125,22 @@ def test_gq_result(queue_and_worker, location):
     result = run_cli("result", later, "--data", location, "--timeout", "0.1")
     assert result.returncode == 124
     assert "did not end within 0.1s (it is scheduled)" in result.stderr
+
+
+def test_a_wait_with_more_than_1024_descriptors_open(make_queue, start_worker):
+    """A busy server holds many sockets: the waiter's own descriptor may be past
+    select()'s 1024 limit, which poll() does not have."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1300:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1300), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        q = make_queue()
+        q.handler("add")(lambda job: job.payload["a"] + job.payload["b"])
+        start_worker(q)
+        job = q.submit("add", {"a": 1, "b": 2}, delay=0.2)
+        assert q.result(job, timeout=30) == 3
+    finally:
+        for fd in held:
+            os.close(fd)
