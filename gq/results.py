@@ -24,21 +24,25 @@ from gq.store.rules import ENDED_STATES
 
 RECHECK_INTERVAL = 1.0    # safety net only; the wake-up is what ends a wait
 
-_NOTHING = object()
 
-
-def verdict(store, job_id: str):
-    """The result if `job_id` completed; JobFailed if it ended otherwise;
-    _NOTHING while it has not ended; JobNotFound if it is not stored."""
+def read(store, job_id: str):
+    """The stored record of `job_id`; JobNotFound if it is not stored."""
     record = store.get(job_id)
     if record is None:
         raise JobNotFound(job_id)
-    if record.state not in ENDED_STATES:
-        return _NOTHING
-    info = JobInfo(record)
-    if record.state == S.COMPLETED:
+    return record
+
+
+def outcome(info: JobInfo, job_id: str, timeout):
+    """What `result` answers for the job as last read: its result if completed,
+    JobFailed if it ended otherwise, TimeoutError if it has not ended."""
+    state = info.state.code
+    if state == S.COMPLETED:
         return info.result
-    raise JobFailed(info)
+    if state in ENDED_STATES:
+        raise JobFailed(info)
+    raise TimeoutError(f"job {job_id!r} did not end within {timeout:g}s (it is "
+                       f"{info.state.value}); wait longer, or `gq inspect` it to see why")
 
 
 def check_wait(job_id, timeout) -> float:
@@ -49,13 +53,6 @@ def check_wait(job_id, timeout) -> float:
     return math.inf if timeout is None else time.monotonic() + timeout
 
 
-def _timed_out(store, job_id: str, timeout) -> TimeoutError:
-    record = store.get(job_id)
-    state = S.STATE_NAMES[record.state] if record is not None else "gone"
-    return TimeoutError(f"job {job_id!r} did not end within {timeout:g}s (it is {state}); "
-                        "wait longer, or `gq inspect` it to see why")
-
-
 def _drain(sock) -> None:
     try:
         while sock.recv(64):
@@ -64,47 +61,58 @@ def _drain(sock) -> None:
         pass
 
 
-def wait(store, job_id: str, timeout: float | None = None):
-    """Block until `job_id` ends: its result, or JobFailed / TimeoutError."""
+def wait_ended(store, job_id: str, timeout: float | None = None) -> JobInfo:
+    """Block until `job_id` ends or `timeout` passes; the job as last read."""
     deadline = check_wait(job_id, timeout)
-    value = verdict(store, job_id)
-    if value is not _NOTHING:
-        return value
+    record = read(store, job_id)
+    if record.state in ENDED_STATES:
+        return JobInfo(record)
     with store.watch_ends(job_id) as sock:
         poller = select.poll()    # not select(): a busy server's descriptors pass 1024
         poller.register(sock, select.POLLIN)
-        while (value := verdict(store, job_id)) is _NOTHING:
+        while (record := read(store, job_id)).state not in ENDED_STATES:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise _timed_out(store, job_id, timeout)
+                break
             if poller.poll(math.ceil(min(left, RECHECK_INTERVAL) * 1000)):
                 _drain(sock)
-    return value
+    return JobInfo(record)
 
 
-async def await_(store, job_id: str, timeout: float | None = None):
-    """`wait` for an event loop: the socket is watched by the loop, and store
-    calls that can block go to a thread (gq.store.loop.store_read)."""
+async def await_ended(store, job_id: str, timeout: float | None = None) -> JobInfo:
+    """`wait_ended` for an event loop: the socket is watched by the loop, and
+    store calls that can block go to a thread (gq.store.loop.store_read)."""
     deadline = check_wait(job_id, timeout)
-    value = await store_read(store, verdict, store, job_id)
-    if value is not _NOTHING:
-        return value
+    record = await store_read(store, read, store, job_id)
+    if record.state in ENDED_STATES:
+        return JobInfo(record)
     loop = asyncio.get_running_loop()
     watch = store.watch_ends(job_id)
     sock = await asyncio.to_thread(watch.__enter__)
     woken = asyncio.Event()
     loop.add_reader(sock.fileno(), lambda: (_drain(sock), woken.set()))
     try:
-        while (value := await store_read(store, verdict, store, job_id)) is _NOTHING:
+        while (record := await store_read(store, read, store, job_id)).state \
+                not in ENDED_STATES:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise await asyncio.to_thread(_timed_out, store, job_id, timeout)
+                break
             try:
                 await asyncio.wait_for(woken.wait(), min(left, RECHECK_INTERVAL))
             except asyncio.TimeoutError:
                 pass
             woken.clear()
-        return value
+        return JobInfo(record)
     finally:
         loop.remove_reader(sock.fileno())
         await asyncio.to_thread(watch.__exit__, None, None, None)
+
+
+def wait(store, job_id: str, timeout: float | None = None):
+    """Block until `job_id` ends: its result, or JobFailed / TimeoutError."""
+    return outcome(wait_ended(store, job_id, timeout), job_id, timeout)
+
+
+async def await_(store, job_id: str, timeout: float | None = None):
+    """`wait` without holding the event loop."""
+    return outcome(await await_ended(store, job_id, timeout), job_id, timeout)

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from gq import errors as E
+from gq import results
 from gq.http import metrics_export
 from gq.jobs import State
 from gq.store.rules import ENDED_STATES
@@ -184,13 +185,8 @@ class Api:
         """Wait up to ?timeout= seconds (default and most RESULT_WAIT_MAX) for the
         job to end: 200 with the job once it ended (its state says how: result or
         error), 202 with it while it has not (ask again)."""
-        job_id = request.match_info["id"]
-        timeout = _timeout(request)
-        try:
-            await self.queue.aresult(job_id, timeout=timeout)
-        except (E.JobFailed, TimeoutError):
-            pass
-        info = await asyncio.to_thread(self.queue.get, job_id)
+        info = await results.await_ended(self.queue.store, request.match_info["id"],
+                                         _timeout(request))
         return _json(info.as_dict(), 200 if info.state.code in ENDED_STATES else 202)
 
     async def list_jobs(self, request):
